@@ -1,0 +1,24 @@
+"""`i2v samplers`: list the samplers and noise schedules of the diffusion core."""
+
+from ..diffusion.samplers import SAMPLERS
+from ..diffusion.schedules import SCHEDULES
+
+HELP = "list samplers and noise schedules, one line each"
+EXAMPLES = """examples:
+  i2v samplers
+  i2v animate photo.jpg --sampler dpmpp_2m --schedule karras -o out.mp4"""
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args) -> int:
+    width = max(map(len, list(SAMPLERS) + list(SCHEDULES)))
+    print("samplers:")
+    for name, (_, line) in SAMPLERS.items():
+        print(f"  {name:<{width}}  {line}")
+    print("schedules:")
+    for name, (_, line) in SCHEDULES.items():
+        print(f"  {name:<{width}}  {line}")
+    return 0

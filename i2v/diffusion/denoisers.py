@@ -1,0 +1,121 @@
+"""Preconditioning: turn a raw network F into a denoiser ``D(x, sigma, cond) -> x0``.
+
+Karras et al. 2022 (EDM), eq. 7 and Table 1::
+
+    D(x, sigma) = c_skip(sigma) * x + c_out(sigma) * F(c_in(sigma) * x, c_noise(sigma))
+
+Every sampler in :mod:`i2v.diffusion.samplers` sees only ``D``. The scalings for each parameterisation
+are small pure functions ``sigma -> (c_skip, c_out, c_in, c_noise)``; :class:`Denoiser` applies them.
+
+Layouts: ``x`` is any tensor whose first axis is the batch, e.g. ``(b, c, h, w)`` or ``(b t) c h w``;
+``sigma`` is a tensor of shape ``(b,)`` (one noise level per batch element) or a scalar.
+``cond`` is a dict of keyword arguments passed to the network unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(b,) -> (b, 1, ..., 1) with ``ndim`` axes in total, for broadcasting against x."""
+    return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+def eps_scalings(sigma):
+    """eps-prediction (DDPM, SD 1.x), VE form: x0 = x - sigma * eps, network input x / sqrt(sigma^2 + 1)."""
+    c_skip = torch.ones_like(sigma)
+    c_out = -sigma
+    c_in = 1 / (sigma**2 + 1) ** 0.5
+    return c_skip, c_out, c_in, sigma
+
+
+def v_scalings(sigma):
+    """v-prediction (Salimans & Ho 2022) with sigma_data = 1:
+    c_skip = 1/(sigma^2+1), c_out = -sigma/sqrt(sigma^2+1), c_in = 1/sqrt(sigma^2+1)."""
+    c_skip = 1 / (sigma**2 + 1)
+    c_out = -sigma / (sigma**2 + 1) ** 0.5
+    c_in = 1 / (sigma**2 + 1) ** 0.5
+    return c_skip, c_out, c_in, sigma
+
+
+def edm_v_scalings(sigma):
+    """SVD's preconditioning: v-prediction scalings with EDM noise conditioning c_noise = 0.25 ln sigma."""
+    c_skip, c_out, c_in, _ = v_scalings(sigma)
+    return c_skip, c_out, c_in, 0.25 * sigma.log()
+
+
+def edm_scalings(sigma, sigma_data: float = 0.5):
+    """EDM (Karras et al. 2022, Table 1): c_skip = sd^2/(s^2+sd^2), c_out = s*sd/sqrt(s^2+sd^2),
+    c_in = 1/sqrt(s^2+sd^2), c_noise = 0.25 ln s."""
+    c_skip = sigma_data**2 / (sigma**2 + sigma_data**2)
+    c_out = sigma * sigma_data / (sigma**2 + sigma_data**2) ** 0.5
+    c_in = 1 / (sigma**2 + sigma_data**2) ** 0.5
+    return c_skip, c_out, c_in, 0.25 * sigma.log()
+
+
+def flow_scalings(sigma):
+    """Rectified flow / flow matching: x = (1 - sigma) x0 + sigma eps, the network predicts the
+    velocity v = eps - x0, so x0 = x - sigma * v (c_skip = 1, c_out = -sigma, c_in = 1, c_noise = sigma)."""
+    return torch.ones_like(sigma), -sigma, torch.ones_like(sigma), sigma
+
+
+PARAMETERIZATIONS = {
+    "eps": eps_scalings,
+    "v": v_scalings,
+    "edm_v": edm_v_scalings,
+    "edm": edm_scalings,
+    "flow": flow_scalings,
+}
+
+
+class Denoiser(nn.Module):
+    """Wraps a network ``F(x_in, c_noise, **cond)`` into ``D(x, sigma, cond) -> x0``.
+
+    ``prediction`` names the parameterisation (one of :data:`PARAMETERIZATIONS`). ``sigma_to_c_noise``
+    optionally replaces the scalings' c_noise, e.g. :func:`discrete_timestep` for networks trained on
+    integer timesteps.
+    """
+
+    def __init__(self, model: Callable, prediction: str = "eps", sigma_to_c_noise: Callable | None = None):
+        super().__init__()
+        if prediction not in PARAMETERIZATIONS:
+            raise ConfigError(f"unknown prediction type {prediction!r}; valid: {', '.join(PARAMETERIZATIONS)}")
+        self.model = model
+        self.prediction = prediction
+        self.scalings = PARAMETERIZATIONS[prediction]
+        self.sigma_to_c_noise = sigma_to_c_noise
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        sigma = sigma.to(x.dtype)
+        c_skip, c_out, c_in, c_noise = self.scalings(sigma)
+        if self.sigma_to_c_noise is not None:
+            c_noise = self.sigma_to_c_noise(sigma)
+        F = self.model(x * append_dims(c_in, x.ndim), c_noise, **(cond or {}))
+        # D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)
+        return x * append_dims(c_skip, x.ndim) + F * append_dims(c_out, x.ndim)
+
+
+def discrete_timestep(train_sigmas: torch.Tensor) -> Callable:
+    """c_noise for discrete-time models: the (fractional) training timestep t whose sigma_t equals sigma,
+    found by linear interpolation in log sigma (as the original DDPM/LDM wrappers do)."""
+    log_sigmas = train_sigmas.log()
+
+    def sigma_to_t(sigma: torch.Tensor) -> torch.Tensor:
+        ls = log_sigmas.to(sigma.device)
+        log_sigma = sigma.to(ls.dtype).log()
+        dists = log_sigma[:, None] - ls[None, :]
+        low = dists.ge(0).cumsum(dim=1).argmax(dim=1).clamp(max=len(ls) - 2)
+        high = low + 1
+        w = ((ls[low] - log_sigma) / (ls[low] - ls[high])).clamp(0, 1)
+        return ((1 - w) * low + w * high).to(sigma.dtype)
+
+    return sigma_to_t

@@ -1,0 +1,1 @@
+"""Motion priors and the warping primitives they share with frame interpolation."""

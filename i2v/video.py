@@ -1,0 +1,190 @@
+"""Reading and writing videos, GIFs and folders of frames. One function each way: :func:`save`, :func:`load`.
+
+Frames in memory are ``uint8`` numpy arrays ``(t, h, w, 3)`` RGB, or float tensors ``(t, 3, h, w)`` in
+[0, 1] (converted on save). Writes are atomic: the file is written next to the target under a temporary
+name and renamed into place, so an interrupted run never leaves half a video; an existing output is only
+replaced with ``overwrite=True``.
+
+``.mp4`` is H.264 (yuv420p, plays everywhere) through the ffmpeg binary that ``imageio-ffmpeg`` ships, or an
+``ffmpeg`` on PATH; when neither exists it falls back to OpenCV's MPEG-4 part 2 (``mp4v``) and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import InputError, OutputExistsError
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def to_uint8(frames) -> np.ndarray:
+    """(t, 3, h, w) float tensor in [0, 1] or (t, h, w, 3) uint8 array -> (t, h, w, 3) uint8."""
+    if isinstance(frames, torch.Tensor):
+        if frames.ndim != 4 or frames.shape[1] not in (1, 3):
+            raise InputError(f"expected frames as a (t, 3, h, w) tensor, got shape {tuple(frames.shape)}")
+        x = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+        x = x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+        return x.permute(0, 2, 3, 1).contiguous().numpy()  # (t, c, h, w) -> (t, h, w, c)
+    arr = np.asarray(frames)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise InputError(f"expected frames as a (t, h, w, 3) array, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+    return arr
+
+
+def ffmpeg_executable() -> str | None:
+    """Path of an ffmpeg binary: the one imageio-ffmpeg ships, else one on PATH, else None."""
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:
+        return shutil.which("ffmpeg")
+
+
+def _check_output(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _atomic_target(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int) -> None:
+    t, h, w, _ = frames.shape
+    exe = ffmpeg_executable()
+    if exe is not None:
+        # yuv420p needs even sizes: pad by one pixel at the right/bottom if needed
+        cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+               "-r", f"{fps}", "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart", str(tmp)]
+        proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
+        if proc.returncode == 0:
+            return
+        warnings.warn(f"ffmpeg failed ({proc.stderr.decode(errors='replace').strip()[:200]}); falling back to OpenCV mp4v")
+    else:
+        warnings.warn("no ffmpeg found (pip install imageio-ffmpeg): writing MPEG-4 part 2 (mp4v) with OpenCV; "
+                      "some browsers will not play it")
+    import cv2
+
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
+    if not writer.isOpened():
+        raise InputError(f"OpenCV could not open a video writer for {tmp}")
+    for f in frames:
+        writer.write(f[:, :, ::-1])  # RGB -> BGR
+    writer.release()
+
+
+def save(frames, path, fps: float = 8.0, overwrite: bool = False, crf: int = 18, loop: bool = True) -> Path:
+    """Write frames to ``path``: ``.mp4`` (H.264), ``.gif``, or a folder of PNGs (a path with no suffix).
+    Returns the path written. Atomic; refuses to replace an existing output unless ``overwrite``."""
+    path = Path(path)
+    frames = to_uint8(frames)
+    if len(frames) < 1:
+        raise InputError("no frames to write")
+    if not fps > 0:
+        raise InputError(f"fps must be > 0, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix == "":  # a folder of PNG frames, written to a temporary folder then renamed
+        _check_output(path, overwrite)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(tmpdir / f"frame_{i:05d}.png")
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmpdir, path)
+        return path
+    if suffix not in VIDEO_SUFFIXES | {".gif"}:
+        raise InputError(f"{path}: unknown output type {suffix!r}; use .mp4, .gif, or a folder name without a suffix")
+    _check_output(path, overwrite)
+    tmp = _atomic_target(path)
+    try:
+        if suffix == ".gif":
+            images = [Image.fromarray(f) for f in frames]
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps),
+                           loop=0 if loop else 1, disposal=2)
+        else:
+            _write_mp4(frames, tmp, fps, crf)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Read a video file, a GIF or a folder of images -> ((t, h, w, 3) uint8 RGB, fps).
+    A folder's images are taken in sorted name order and must all have the same size; its fps is 0 (unknown)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(f"{path}: folder holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        frames = [load_image(p) for p in files[:max_frames]]
+        sizes = {f.shape for f in frames}
+        if len(sizes) > 1:
+            raise InputError(f"{path}: frames have different sizes {sorted(sizes)}; all frames must be the same size")
+        return np.stack(frames), 0.0
+    if path.suffix.lower() == ".gif":
+        with Image.open(path) as im:
+            frames, durations = [], []
+            try:
+                while max_frames is None or len(frames) < max_frames:
+                    frames.append(np.asarray(im.convert("RGB")))
+                    durations.append(im.info.get("duration", 100) or 100)
+                    im.seek(im.tell() + 1)
+            except EOFError:
+                pass
+        return np.stack(frames), 1000.0 / float(np.mean(durations))
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(f"{path}: cannot be read as a video (unsupported codec or not a video)")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    frames = []
+    while max_frames is None or len(frames) < max_frames:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f[:, :, ::-1].copy())  # BGR -> RGB
+    cap.release()
+    if not frames:
+        raise InputError(f"{path}: no frames could be decoded")
+    return np.stack(frames), float(fps)
+
+
+def load_image(path) -> np.ndarray:
+    """An image file -> (h, w, 3) uint8 RGB. Alpha is composited over white; greyscale is replicated."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such image")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, rgba)
+            return np.asarray(im.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{path}: cannot be read as an image ({e})") from None

@@ -1,0 +1,35 @@
+"""Shared test helpers. Reference data lives in ../shared beside the repository (present in CI, absent in a
+user's fresh clone); tests that need it use the ``shared`` fixture and skip with a clear reason without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("I2V_SHARED", ROOT.parent / "shared"))
+
+
+def shared_path(*parts: str) -> Path:
+    """Path inside ../shared, or skip the calling test with the reason."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs the reference data {p} (../shared beside the repository; absent in a fresh clone)")
+    return p
+
+
+def case_dirs(prefix: str, env_var: str) -> list[Path]:
+    """Every directory in ../shared/reference whose name starts with ``prefix``, plus the directories listed
+    in the environment variable ``env_var`` (os.pathsep-separated). Used to parametrize golden tests."""
+    found = sorted(p for p in (SHARED / "reference").glob(f"{prefix}*") if p.is_dir()) if SHARED.exists() else []
+    extra = [Path(p) for p in os.environ.get(env_var, "").split(os.pathsep) if p]
+    return found + extra
+
+
+@pytest.fixture
+def shared():
+    if not SHARED.exists():
+        pytest.skip(f"needs the reference data in {SHARED} (../shared beside the repository; absent in a fresh clone)")
+    return SHARED
