@@ -1,0 +1,1 @@
+"""Primitives shared by the model files: embeddings, attention, normalisation, ResNet blocks."""
