@@ -163,6 +163,7 @@ def test_cfg_constant_scale_and_scale_one():
     assert torch.allclose(CFGDenoiser(inner, 2.5)(x, sigma, cond), torch.full_like(x, 1 + 2.5 * 3.0))
     assert torch.allclose(CFGDenoiser(inner, 1.0)(x, sigma, cond), torch.full_like(x, 4.0))
     assert calls == [8, 4]  # w = 1 skips the unconditional half
+    assert torch.allclose(CFGDenoiser(inner, 2.5)(x, torch.tensor(1.0, dtype=torch.float64), cond), torch.full_like(x, 8.5))
 
 
 def test_cfg_bad_input():
