@@ -3,7 +3,11 @@
 - ``.safetensors``: the header is JSON (8-byte little-endian length, then the JSON); tensors are read
   lazily through ``safetensors.safe_open`` (memory-mapped, no second copy in RAM).
 - ``.pt`` / ``.pth`` / ``.ckpt`` / ``.pkl``: torch pickles, read ONLY with ``torch.load(weights_only=True)``.
-  A pickle that would run code is refused.
+  A pickle that would run code is refused. The container is told from the first bytes
+  (:func:`sniff_container`), so a mis-named file is still read the right way.
+- :func:`inspect` summarises a file (tensor count, dtypes, parameter count) and :func:`detect_format` names
+  the known format it matches, from the small signature table :data:`KNOWN_FORMATS` (``i2v inspect``).
+  i2v's own checkpoints are safetensors whose ``__metadata__`` holds ``"i2v.model"``.
 
 Errors are :class:`~i2v.errors.CheckpointError` naming the file, what was expected and what was found.
 """

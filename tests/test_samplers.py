@@ -65,7 +65,9 @@ TOLERANCE = {
     "euler": (1.5, 1), "euler_ancestral": (3.0, 1), "heun": (12.0, 2), "dpm2": (12.0, 2), "dpmpp_2m": (12.0, 2),
     "dpmpp_2m_sde": (1.5, 1), "ddim": (1.5, 1), "ddpm": (3.0, 1), "lms": (12.0, 2), "flow_euler": (1.0, 1),
 }
-N_SAMPLES = 40_000
+# below torch's intra-op parallel grain (32768 elements): these tiny element-wise ops stay single-threaded,
+# which keeps the test fast on a busy machine
+N_SAMPLES = 30_000
 
 
 def test_every_sampler_has_a_tolerance():

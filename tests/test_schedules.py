@@ -166,3 +166,25 @@ def test_sigma_range_must_be_increasing_and_positive(name, lo, hi):
 def test_flow_shift_must_be_positive():
     with pytest.raises(ConfigError, match="shift"):
         sch.flow(10, shift=0.0)
+
+
+# ---- properties over many settings (hypothesis)
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), lo=st.floats(1e-4, 10.0), ratio=st.floats(1.001, 1e5), rho=st.floats(1.0, 10.0))
+def test_karras_and_exponential_contract_for_any_range(n, lo, ratio, rho):
+    hi = lo * ratio
+    for s in (sch.karras(n, sigma_min=lo, sigma_max=hi, rho=rho), sch.exponential(n, sigma_min=lo, sigma_max=hi)):
+        assert s.shape == (n + 1,) and s[-1] == 0 and (s[1:] < s[:-1]).all()
+        assert s[0].item() == pytest.approx(hi, rel=1e-9)
+        assert s[-2].item() == pytest.approx(hi if n == 1 else lo, rel=1e-9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 200), shift=st.floats(0.05, 20.0))
+def test_flow_contract_for_any_shift(n, shift):
+    s = sch.flow(n, shift=shift)
+    assert s.shape == (n + 1,) and s[0] == 1 and s[-1] == 0 and (s[1:] < s[:-1]).all()
