@@ -109,6 +109,22 @@ def test_heun(karras):
         assert_close_rel(a, b, f"heun step {i}")
 
 
+def test_dpm2():
+    """KDPM2DiscreteScheduler (DPM-Solver-2 with the midpoint at the geometric mean of sigma and sigma_next) keeps
+    its sigmas as [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0, ...] and returns the midpoint as an extra half step."""
+    steps = 8
+    sched = diffusers.KDPM2DiscreteScheduler(**SD_BETAS)
+    sched.set_timesteps(steps)
+    sigmas = torch.cat([sched.sigmas[:1], sched.sigmas[1:2 * steps - 1:2], torch.zeros(1)]).to(torch.float64)
+    assert len(sigmas) == steps + 1 and (sigmas[1:] < sigmas[:-1]).all()
+    x = initial_noise(8) * sigmas[0]
+    ours = ours_trajectory("dpm2", sigmas, x)
+    theirs = diffusers_trajectory(sched, x.clone(), keep=lambda s, i: s.state_in_first_order or i == len(s.timesteps) - 1)
+    assert len(ours) == len(theirs) == steps
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert_close_rel(a, b, f"dpm2 step {i}")
+
+
 def test_euler_ancestral_same_noise():
     """Both sides draw their fresh noise from a torch.Generator with the same seed, same shape and dtype, one
     draw per step in the same order (diffusers also draws at the last step, where its weight sigma_up is 0)."""
