@@ -125,6 +125,26 @@ def test_dpm2():
         assert_close_rel(a, b, f"dpm2 step {i}")
 
 
+def test_flow_euler():
+    """FlowMatchEulerDiscreteScheduler (SD3's shift = 3): the network predicts the velocity v = eps - x0 from
+    x itself (c_in = 1 for flow models); x starts as plain noise at sigma = 1."""
+    steps = 10
+    sched = diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0)
+    sched.set_timesteps(steps)
+    sigmas = sched.sigmas.to(torch.float64)
+    assert len(sigmas) == steps + 1 and sigmas[-1] == 0
+    x = initial_noise(9)
+    ours = []
+    get_sampler("flow_euler")(Denoiser(eps_model, "flow"), x, sigmas, callback=lambda info: ours.append(info["x"].clone()))
+    theirs = []
+    sample = x.clone()
+    for t in sched.timesteps:
+        sample = sched.step(eps_model(sample).to(sample.dtype), t, sample).prev_sample
+        theirs.append(sample.clone())
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert_close_rel(a, b, f"flow_euler step {i}")
+
+
 def test_euler_ancestral_same_noise():
     """Both sides draw their fresh noise from a torch.Generator with the same seed, same shape and dtype, one
     draw per step in the same order (diffusers also draws at the last step, where its weight sigma_up is 0)."""
