@@ -8,9 +8,11 @@ Conventions that make the comparison exact:
 - The network ``eps_model(x_in)`` depends only on its scaled input ``x_in``, so the two libraries' different
   timestep conventions (diffusers passes a training timestep, we pass sigma) cannot matter; the dependence
   on sigma enters only through the input scaling c_in = 1/sqrt(sigma^2 + 1), which both sides apply.
-- The k-diffusion-style schedulers (Euler, Euler ancestral, Heun, LMS) keep the state in variance-exploding
-  form x = x0 + sigma eps, as we do. DPM-Solver++, DDIM and DDPM keep the variance-preserving state
-  z = x / sqrt(1 + sigma^2); we convert with that factor.
+- The k-diffusion-style schedulers (Euler, Euler ancestral, Heun, KDPM2, LMS) keep the state in
+  variance-exploding form x = x0 + sigma eps, as we do. DPM-Solver++, DDIM and DDPM keep the
+  variance-preserving state z = x / sqrt(1 + sigma^2); we convert with that factor. Flow matching uses
+  x = (1 - sigma) x0 + sigma eps on both sides, with a velocity network.
+- "Relative" means max |ours - diffusers| <= 1e-5 * max |diffusers| for the state after each step.
 - diffusers' Euler-family schedulers compute in float32, so 1e-5 is close to what float32 allows over
   a few dozen steps; our side runs in float64.
 """
