@@ -10,16 +10,18 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import samplers
+from .commands import inspect, samplers
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
     "samplers": samplers,
+    "inspect": inspect,
 }
 
 EPILOG = """examples:
   i2v samplers                      list samplers and schedules
+  i2v inspect svd_xt.safetensors    what a checkpoint holds and which model it is
   i2v <command> --help              examples for one command"""
 
 

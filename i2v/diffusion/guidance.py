@@ -44,6 +44,9 @@ class CFGDenoiser:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict) -> torch.Tensor:
         if not isinstance(cond, dict) or set(cond) != {"cond", "uncond"}:
             raise ConfigError("CFGDenoiser needs cond={'cond': {...}, 'uncond': {...}}")
+        sigma = torch.as_tensor(sigma, device=x.device)
+        if sigma.ndim == 0:  # one sigma for the whole batch, as Denoiser accepts too
+            sigma = sigma.expand(x.shape[0])
         scale = self.scale
         if isinstance(scale, (int, float)) and scale == 1.0:
             return self.denoiser(x, sigma, cond["cond"])  # w = 1 is the conditional model alone

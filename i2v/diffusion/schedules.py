@@ -117,7 +117,8 @@ def flow(n: int, shift: float = 1.0, device=None) -> torch.Tensor:
     if not shift > 0:
         raise ConfigError(f"flow shift must be > 0, got {shift}")
     t = torch.linspace(1, 0, n + 1, dtype=torch.float64, device=device)
-    return shift * t / (1 + (shift - 1) * t)
+    # shift t / (1 + (shift - 1) t), written as t / (t + (1 - t) / shift) so sigma is exactly 1 at t = 1
+    return t / (t + (1 - t) / shift)
 
 
 # name -> (function, one line for `i2v samplers`). An explicit table: no reflection.
