@@ -11,11 +11,15 @@ import sys
 
 from . import __version__
 from .commands import samplers
+from .commands import camera, cinemagraph, flow
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
     "samplers": samplers,
+    "flow": flow,
+    "camera": camera,
+    "cinemagraph": cinemagraph,
 }
 
 EPILOG = """examples:

@@ -46,3 +46,113 @@ def inside_mask(flow: torch.Tensor) -> torch.Tensor:
     coords = pixel_grid(h, w, flow.device, flow.dtype) + flow
     ok = (coords[:, 0] >= 0) & (coords[:, 0] <= w - 1) & (coords[:, 1] >= 0) & (coords[:, 1] <= h - 1)
     return ok[:, None].to(flow.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward splatting (Niklaus & Liu, "Softmax Splatting for Video Frame Interpolation", CVPR 2020)
+# ---------------------------------------------------------------------------------------------------------------
+
+SPLAT_MODES = ("sum", "average", "linear", "softmax")
+
+
+def _splat_pairs(flow: torch.Tensor):
+    """Bilinear splatting targets. Source pixel p lands at q = p + flow(p) and gives each of the 4 pixels around
+    q the bilinear weight b(q, corner). Returns, for every (source, corner) pair with a positive weight inside the
+    image: flat source index, flat target index (both over b*h*w) and the weight."""
+    b, _, h, w = flow.shape
+    q = pixel_grid(h, w, flow.device, flow.dtype) + flow  # (b, 2, h, w) landing positions
+    x, y = q[:, 0].reshape(-1), q[:, 1].reshape(-1)  # (b*h*w,)
+    finite = torch.isfinite(x) & torch.isfinite(y)  # non-finite flow = "drop this source"
+    x, y = torch.where(finite, x, -2.0), torch.where(finite, y, -2.0)
+    x0, y0 = torch.floor(x), torch.floor(y)
+    fx, fy = x - x0, y - y0
+    batch = torch.arange(b, device=flow.device).repeat_interleave(h * w)
+    src = torch.arange(b * h * w, device=flow.device)
+    srcs, dsts, wts = [], [], []
+    for dx, dy, wt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        cx, cy = x0 + dx, y0 + dy
+        ok = finite & (wt > 0) & (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+        srcs.append(src[ok])
+        dsts.append(batch[ok] * (h * w) + cy[ok].long() * w + cx[ok].long())
+        wts.append(wt[ok])
+    return torch.cat(srcs), torch.cat(dsts), torch.cat(wts)
+
+
+def forward_splat(img: torch.Tensor, flow: torch.Tensor, mode: str = "softmax", metric: torch.Tensor | None = None,
+                  return_coverage: bool = False):
+    """Forward-warp ``img`` (b, c, h, w) by ``flow`` (b, 2, h, w): every source pixel p is pushed to p + flow(p)
+    and shared bilinearly among the 4 pixels around it (Niklaus & Liu 2020, eq. 1-4).
+
+    ``mode``:
+      - "sum":     out(q) = sum_p b(p, q) img(p)                                  (no normalisation)
+      - "average": out(q) = sum_p b img(p) / sum_p b
+      - "linear":  out(q) = sum_p Z(p) b img(p) / sum_p Z(p) b                     (``metric`` Z >= 0)
+      - "softmax": out(q) = sum_p exp(Z(p)) b img(p) / sum_p exp(Z(p)) b          (larger Z wins, e.g. Z = a / depth)
+
+    Softmax is numerically stable in float32 for any range of Z: every target subtracts the largest Z that
+    reaches it, exp(Z(p) - max_q Z), so the winning contribution is exp(0) = 1 and nothing underflows to 0/0.
+    Sources whose flow is NaN/inf are dropped (use that to mask invalid pixels). Pixels nothing lands on are 0.
+    With ``return_coverage`` also returns the (b, 1, h, w) summed bilinear weight sum_p b(p, q): 0 at holes,
+    about 1 where the image is neither stretched nor squeezed."""
+    _check(img, flow)
+    if mode not in SPLAT_MODES:
+        raise InputError(f"unknown splatting mode {mode!r}; valid: {', '.join(SPLAT_MODES)}")
+    if mode in ("linear", "softmax"):
+        if metric is None:
+            raise InputError(f"splatting mode {mode!r} needs a metric (b, 1, h, w), e.g. inverse depth")
+        if metric.shape != (img.shape[0], 1, *img.shape[-2:]):
+            raise InputError(f"metric must be (b, 1, h, w) = {(img.shape[0], 1, *img.shape[-2:])}, got {tuple(metric.shape)}")
+        if mode == "linear" and bool((metric < 0).any()):
+            raise InputError("linear splatting needs a metric >= 0; use softmax for signed metrics")
+    b, c, h, w = img.shape
+    src, dst, bw = _splat_pairs(flow)
+    dtype = img.dtype if img.dtype in (torch.float32, torch.float64) else torch.float32
+    bw = bw.to(dtype)
+    vals = img.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, c)  # (b, c, h, w) -> (b*h*w, c)
+    if mode == "softmax":
+        z = metric.to(dtype).reshape(-1)[src]
+        z_max = torch.full((b * h * w,), -torch.inf, dtype=dtype, device=img.device)
+        z_max.scatter_reduce_(0, dst, z, reduce="amax")  # max Z landing on each target
+        weight = bw * torch.exp(z - z_max[dst])  # exp(Z - max Z) in (0, 1]: stable softmax
+    elif mode == "linear":
+        weight = bw * metric.to(dtype).reshape(-1)[src]
+    else:
+        weight = bw
+    num = torch.zeros(b * h * w, c, dtype=dtype, device=img.device).index_add_(0, dst, vals[src] * weight[:, None])
+    if mode == "sum":
+        out = num
+    else:
+        den = torch.zeros(b * h * w, dtype=dtype, device=img.device).index_add_(0, dst, weight)
+        out = torch.where(den[:, None] > 0, num / den.clamp_min(torch.finfo(dtype).tiny)[:, None], 0.0)
+    out = out.reshape(b, h, w, c).permute(0, 3, 1, 2).to(img.dtype)  # (b*h*w, c) -> (b, c, h, w)
+    if not return_coverage:
+        return out
+    cov = torch.zeros(b * h * w, dtype=dtype, device=img.device).index_add_(0, dst, bw)
+    return out, cov.reshape(b, 1, h, w)
+
+
+def splat_coverage(flow: torch.Tensor) -> torch.Tensor:
+    """(b, 1, h, w) summed bilinear weight of all sources landing on each pixel under forward splatting."""
+    b, _, h, w = flow.shape
+    _, dst, bw = _splat_pairs(flow)
+    return torch.zeros(b * h * w, dtype=bw.dtype, device=flow.device).index_add_(0, dst, bw).reshape(b, 1, h, w)
+
+
+def hole_mask(flow: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """(b, 1, h, w) bool: True where forward splatting by ``flow`` leaves a hole (coverage < ``threshold``)."""
+    return splat_coverage(flow) < threshold
+
+
+def consistency_mask(flow_fw: torch.Tensor, flow_bw: torch.Tensor, alpha1: float = 0.01, alpha2: float = 0.5) -> torch.Tensor:
+    """Forward-backward consistency (Sundaram et al. 2010; the thresholds of Meister et al. 2018, UnFlow).
+
+    ``flow_fw`` maps frame a to b, ``flow_bw`` b to a, both (b, 2, h, w). A pixel p of a is visible in b when
+    following the forward flow and then the backward flow returns to p:
+        |F_fw(p) + F_bw(p + F_fw(p))|^2 < alpha1 (|F_fw(p)|^2 + |F_bw(p + F_fw(p))|^2) + alpha2.
+    Returns a (b, 1, h, w) bool mask, True = consistent (visible), False = occluded or leaving the image."""
+    if flow_fw.shape != flow_bw.shape:
+        raise InputError(f"forward and backward flow must have the same shape, got {tuple(flow_fw.shape)} and {tuple(flow_bw.shape)}")
+    bw_at = backward_warp(flow_bw, flow_fw)  # F_bw(p + F_fw(p)), (b, 2, h, w)
+    diff = (flow_fw + bw_at).square().sum(1, keepdim=True)
+    bound = alpha1 * (flow_fw.square().sum(1, keepdim=True) + bw_at.square().sum(1, keepdim=True)) + alpha2
+    return (diff < bound) & inside_mask(flow_fw).bool()
