@@ -29,15 +29,29 @@ def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor
 
 def backward_warp(img: torch.Tensor, flow: torch.Tensor, padding_mode: str = "border", mode: str = "bilinear") -> torch.Tensor:
     """out(p) = img(p + flow(p)), bilinear. ``img`` (b, c, h, w), ``flow`` (b, 2, h, w) in pixels.
-    Samples outside the image take the nearest border value (``padding_mode="border"``) or 0 ("zeros")."""
+    Samples outside the image take the nearest border value (``padding_mode="border"``) or 0 ("zeros").
+    A flow of whole pixels is applied by indexing, so integer shifts are exact."""
     _check(img, flow)
     b, _, h, w = img.shape
     coords = pixel_grid(h, w, img.device, flow.dtype) + flow  # (b, 2, h, w) absolute sample positions
+    if padding_mode in ("border", "zeros") and not flow.requires_grad and bool(torch.all(coords == torch.round(coords))):
+        return _integer_warp(img, coords.long(), padding_mode)
     # pixel -> [-1, 1] with align_corners=True: -1 is the centre of pixel 0, +1 the centre of pixel w-1
     gx = 2 * coords[:, 0] / max(w - 1, 1) - 1
     gy = 2 * coords[:, 1] / max(h - 1, 1) - 1
     grid = torch.stack([gx, gy], dim=-1)  # (b, h, w, 2)
     return F.grid_sample(img, grid.to(img.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
+
+
+def _integer_warp(img: torch.Tensor, coords: torch.Tensor, padding_mode: str) -> torch.Tensor:
+    """Backward warp when every sample position is a whole pixel: plain indexing, so integer shifts are exact
+    (grid_sample's [-1, 1] normalisation would add float32 rounding, ~1e-5 at 1000 px)."""
+    b, c, h, w = img.shape
+    x, y = coords[:, 0], coords[:, 1]  # (b, h, w)
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    idx = (y.clamp(0, h - 1) * w + x.clamp(0, w - 1)).reshape(b, 1, h * w).expand(b, c, h * w)
+    out = img.reshape(b, c, h * w).gather(2, idx).reshape(b, c, h, w)
+    return out if padding_mode == "border" else out * inside[:, None].to(img.dtype)
 
 
 def inside_mask(flow: torch.Tensor) -> torch.Tensor:
