@@ -88,13 +88,32 @@ def prepare_depth(values: np.ndarray, kind: str, size: tuple[int, int], name: st
     depth = 1.0 / values if kind == "disparity" else values
     depth = depth / np.median(depth[valid])  # median depth 1
     if not valid.all():
-        frac = 1 - valid.mean()
-        notes.append(f"{name}: filled {frac:.1%} unknown pixels by inpainting")
-        filled = np.where(valid, depth, 0).astype(np.float32)
-        depth = cv2.inpaint(filled, (~valid).astype(np.uint8), 5, cv2.INPAINT_TELEA)
-        depth = np.where(valid, filled, np.maximum(depth, float(np.min(filled[valid]))))
+        notes.append(f"{name}: {1 - valid.mean():.1%} of pixels have no value; filled them with the farther "
+                     "of the nearest known depths left and right (background fill)")
+        depth = fill_background(depth, valid)
     note = "; ".join(notes)
     return DepthMap(depth.astype(np.float32), valid, note)
+
+
+def _fill_forward(a: np.ndarray) -> np.ndarray:
+    """Along each row, replace NaN by the last finite value to its left (NaN if none)."""
+    idx = np.where(np.isfinite(a), np.arange(a.shape[1])[None], 0)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    out = a[np.arange(a.shape[0])[:, None], idx]
+    out[~np.isfinite(a[:, :1]).repeat(a.shape[1], 1) & (idx == 0)] = np.nan  # rows starting with a gap
+    return out
+
+
+def fill_background(depth: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Fill unknown depth with the larger (farther) of the nearest known values to the left and right on the same
+    row. Unknown depth mostly sits beside foreground edges (stereo occlusions, sensor shadows), where the hidden
+    surface is the background, so taking the far side is the usual scanline fill in stereo matching."""
+    a = np.where(valid, depth, np.nan).astype(np.float32)
+    left, right = _fill_forward(a), _fill_forward(a[:, ::-1])[:, ::-1]
+    with np.errstate(all="ignore"):
+        out = np.fmax(left, right)  # fmax ignores a NaN side
+    out[~np.isfinite(out)] = np.nanmax(a)  # rows with no known value at all
+    return out
 
 
 def fallback_depth(h: int, w: int) -> np.ndarray:
