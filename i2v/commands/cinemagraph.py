@@ -1,6 +1,7 @@
 """`i2v cinemagraph`: a seamless loop from one photo and a static motion field (motion brush or flow).
 Mirrors :func:`i2v.motion.eulerian.cinemagraph`."""
 
+import warnings
 from pathlib import Path
 
 from ..motion.eulerian import cinemagraph
@@ -32,6 +33,10 @@ def add_arguments(parser):
 
 def run(args) -> int:
     check_output(args)
-    frames = cinemagraph(load_image(args.image), args.motion, frames=args.frames, speed=args.speed, device=args.device)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always")
+        frames = cinemagraph(load_image(args.image), args.motion, frames=args.frames, speed=args.speed, device=args.device)
+    for note in notes:
+        print(f"note: {note.message}")
     write_video(frames, args)
     return 0
