@@ -69,27 +69,27 @@ def inside_mask(flow: torch.Tensor) -> torch.Tensor:
 SPLAT_MODES = ("sum", "average", "linear", "softmax")
 
 
-def _splat_pairs(flow: torch.Tensor):
+def _splat_corners(flow: torch.Tensor):
     """Bilinear splatting targets. Source pixel p lands at q = p + flow(p) and gives each of the 4 pixels around
-    q the bilinear weight b(q, corner). Returns, for every (source, corner) pair with a positive weight inside the
-    image: flat source index, flat target index (both over b*h*w) and the weight."""
+    q the bilinear weight b(q, corner) = (1 - |q_x - corner_x|)(1 - |q_y - corner_y|). Returns, for each of the
+    4 corners, (flat target index over b*h*w, weight, valid) per source pixel; pairs that fall outside the image,
+    have weight 0 or come from non-finite flow point at the extra slot b*h*w with weight 0."""
     b, _, h, w = flow.shape
+    n = b * h * w
     q = pixel_grid(h, w, flow.device, flow.dtype) + flow  # (b, 2, h, w) landing positions
     x, y = q[:, 0].reshape(-1), q[:, 1].reshape(-1)  # (b*h*w,)
     finite = torch.isfinite(x) & torch.isfinite(y)  # non-finite flow = "drop this source"
     x, y = torch.where(finite, x, -2.0), torch.where(finite, y, -2.0)
     x0, y0 = torch.floor(x), torch.floor(y)
     fx, fy = x - x0, y - y0
-    batch = torch.arange(b, device=flow.device).repeat_interleave(h * w)
-    src = torch.arange(b * h * w, device=flow.device)
-    srcs, dsts, wts = [], [], []
+    x0, y0 = x0.long(), y0.long()
+    base = (torch.arange(b, device=flow.device) * (h * w)).repeat_interleave(h * w)  # batch offset of each source
+    corners = []
     for dx, dy, wt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         cx, cy = x0 + dx, y0 + dy
-        ok = finite & (wt > 0) & (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
-        srcs.append(src[ok])
-        dsts.append(batch[ok] * (h * w) + cy[ok].long() * w + cx[ok].long())
-        wts.append(wt[ok])
-    return torch.cat(srcs), torch.cat(dsts), torch.cat(wts)
+        ok = finite & (wt > 0) & (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+        corners.append((torch.where(ok, base + cy * w + cx, n), torch.where(ok, wt, 0.0), ok))
+    return corners
 
 
 def forward_splat(img: torch.Tensor, flow: torch.Tensor, mode: str = "softmax", metric: torch.Tensor | None = None,
@@ -119,37 +119,51 @@ def forward_splat(img: torch.Tensor, flow: torch.Tensor, mode: str = "softmax", 
         if mode == "linear" and bool((metric < 0).any()):
             raise InputError("linear splatting needs a metric >= 0; use softmax for signed metrics")
     b, c, h, w = img.shape
-    src, dst, bw = _splat_pairs(flow)
+    n = b * h * w
     dtype = img.dtype if img.dtype in (torch.float32, torch.float64) else torch.float32
-    bw = bw.to(dtype)
-    vals = img.to(dtype).permute(0, 2, 3, 1).reshape(b * h * w, c)  # (b, c, h, w) -> (b*h*w, c)
+    corners = _splat_corners(flow.to(dtype))
+    vals = img.to(dtype).permute(0, 2, 3, 1).reshape(n, c)  # (b, c, h, w) -> (b*h*w, c)
+    if mode != "sum":
+        vals = torch.cat([vals, torch.ones_like(vals[:, :1])], 1)  # last column accumulates the normaliser
     if mode == "softmax":
-        z = metric.to(dtype).reshape(-1)[src]
-        z_max = torch.full((b * h * w,), -torch.inf, dtype=dtype, device=img.device)
-        z_max.scatter_reduce_(0, dst, z, reduce="amax")  # max Z landing on each target
-        weight = bw * torch.exp(z - z_max[dst])  # exp(Z - max Z) in (0, 1]: stable softmax
+        z = metric.to(dtype).reshape(-1)
+        z_max = torch.full((n + 1,), -torch.inf, dtype=dtype, device=img.device)  # max Z landing on each target
+        for dst, _, ok in corners:
+            z_max.scatter_reduce_(0, dst, torch.where(ok, z, -torch.inf), reduce="amax")
     elif mode == "linear":
-        weight = bw * metric.to(dtype).reshape(-1)[src]
-    else:
-        weight = bw
-    num = torch.zeros(b * h * w, c, dtype=dtype, device=img.device).index_add_(0, dst, vals[src] * weight[:, None])
+        z = metric.to(dtype).reshape(-1)
+    acc = torch.zeros(n + 1, vals.shape[1], dtype=dtype, device=img.device)  # slot n collects dropped pairs
+    for dst, bw, ok in corners:
+        if mode == "softmax":
+            weight = bw * torch.exp(torch.where(ok, z - z_max[dst], -torch.inf))  # exp(Z - max Z) in (0, 1]
+        elif mode == "linear":
+            weight = bw * z
+        else:
+            weight = bw
+        acc.index_add_(0, dst, vals * weight[:, None])
+    acc = acc[:n]
     if mode == "sum":
-        out = num
+        out = acc
     else:
-        den = torch.zeros(b * h * w, dtype=dtype, device=img.device).index_add_(0, dst, weight)
-        out = torch.where(den[:, None] > 0, num / den.clamp_min(torch.finfo(dtype).tiny)[:, None], 0.0)
+        den = acc[:, c:]
+        out = torch.where(den > 0, acc[:, :c] / den.clamp_min(torch.finfo(dtype).tiny), 0.0)
     out = out.reshape(b, h, w, c).permute(0, 3, 1, 2).to(img.dtype)  # (b*h*w, c) -> (b, c, h, w)
     if not return_coverage:
         return out
-    cov = torch.zeros(b * h * w, dtype=dtype, device=img.device).index_add_(0, dst, bw)
-    return out, cov.reshape(b, 1, h, w)
+    return out, _coverage(corners, b, h, w, dtype)
+
+
+def _coverage(corners, b, h, w, dtype) -> torch.Tensor:
+    cov = torch.zeros(b * h * w + 1, dtype=dtype, device=corners[0][0].device)
+    for dst, bw, _ in corners:
+        cov.index_add_(0, dst, bw.to(dtype))
+    return cov[:-1].reshape(b, 1, h, w)
 
 
 def splat_coverage(flow: torch.Tensor) -> torch.Tensor:
     """(b, 1, h, w) summed bilinear weight of all sources landing on each pixel under forward splatting."""
     b, _, h, w = flow.shape
-    _, dst, bw = _splat_pairs(flow)
-    return torch.zeros(b * h * w, dtype=bw.dtype, device=flow.device).index_add_(0, dst, bw).reshape(b, 1, h, w)
+    return _coverage(_splat_corners(flow), b, h, w, flow.dtype)
 
 
 def hole_mask(flow: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
