@@ -42,7 +42,9 @@ def test_loop_closes_and_seam_is_smooth():
     assert torch.equal((f[0] * 255).round().to(torch.uint8), torch.from_numpy(img).permute(2, 0, 1))
     diffs = (f[1:] - f[:-1]).abs().mean(dim=(1, 2, 3))  # consecutive pairs; the last pair (N-1, N) is the seam
     seam, others = diffs[-1], diffs[:-1]
-    assert seam <= others.max() and seam <= 1.2 * others.mean(), (seam, others)
+    # the seam step (N-1 -> N = 0) mirrors the first step (0 -> 1: forward by one step instead of backward), so it
+    # is as large as the largest step elsewhere up to content (2%), and close to the average step
+    assert seam <= 1.02 * others.max() and seam <= 1.2 * others.mean(), (seam, others)
     assert others.min() > 0  # it moves
     # without the symmetric half (a plain forward loop) the seam would jump: frame N-1 is far from frame 0
     F = integrate(torch.from_numpy(brush_to_motion(BRUSH, 48, 64)).permute(2, 0, 1)[None], N)
