@@ -24,10 +24,10 @@ def fourcc(path):
     return code.to_bytes(4, "little").decode(errors="replace").lower(), n
 
 
-@pytest.mark.skipif(video.ffmpeg_executable() is None, reason="needs imageio-ffmpeg's ffmpeg binary")
-@pytest.mark.parametrize("codec, suffix, expect", [(None, ".mp4", ("avc1", "h264")), ("h265", ".mp4", ("hvc1", "hevc")),
-                                                   (None, ".webm", ("vp90", "vp09")), ("mp4v", ".mp4", ("mp4v", "fmp4"))])
+@pytest.mark.parametrize("codec, suffix, expect", [(None, ".mp4", ("avc1", "h264")), (None, ".webm", ("vp90", "vp09")),
+                                                   ("mp4v", ".mp4", ("mp4v", "fmp4"))])
 def test_codecs(tmp_path, codec, suffix, expect):
+    assert video.ffmpeg_executable() is not None  # imageio-ffmpeg is a dependency: H.264 must be available
     out = video.save(frames(), tmp_path / f"v{suffix}", fps=12, codec=codec)
     code, n = fourcc(out)
     assert code in expect and n in (6, 0)  # some containers do not store a frame count
