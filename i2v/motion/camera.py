@@ -192,7 +192,7 @@ def _depth_map(depth, h: int, w: int, depth_kind: str | None, depth_scale: float
     return dm
 
 
-def inpaint_holes(frame: torch.Tensor, holes: torch.Tensor, method: str = "telea", radius: int = 5) -> torch.Tensor:
+def inpaint_holes(frame: torch.Tensor, holes: torch.Tensor, method: str = "telea", radius: int = 3) -> torch.Tensor:
     """Fill ``holes`` ((h, w) bool) of a (3, h, w) [0, 1] frame with OpenCV inpainting (Telea 2004 or
     Navier-Stokes, Bertalmio et al. 2001). Works on 8-bit, as OpenCV's colour inpainting does."""
     import cv2
@@ -238,9 +238,9 @@ def render_camera_move(image, depth=None, move: str = "orbit", frames: int = 48,
     cams = trajectory(move, frames, amount, easing)
     img = _image_tensor(image).to(device)
     _, h, w = img.shape
+    K = intrinsics(h, w, fov).to(device)
     dm = _depth_map(depth, h, w, depth_kind, depth_scale, verbose)
     depth_t = torch.from_numpy(dm.depth).to(device)
-    K = intrinsics(h, w, fov).to(device)
     out, holes = [], []
     for R_c, C, fs in tqdm(cams, desc=f"camera {move}", disable=not progress, leave=False):
         frame, hole = render_view(img, depth_t, K, R_c.to(device), C.to(device), fs, sharpness)
