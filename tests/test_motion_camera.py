@@ -109,6 +109,17 @@ def test_moves_match_their_geometry():
     assert np.abs(flow_of("dolly-zoom", 0.5, far)).max() > 5
 
 
+def test_easings_start_at_the_photo_and_swing_returns():
+    for easing in ("linear", "ease-in-out", "ease-in", "ease-out", "swing"):
+        cams = trajectory("orbit", 9, 12.0, easing)
+        R_c, C, fs = cams[0]
+        assert torch.equal(R_c, torch.eye(3, dtype=torch.float64)) and C.abs().max() < 1e-12 and fs == 1.0
+    swing = trajectory("truck-right", 9, 0.2, "swing")
+    assert swing[4][1][0] == pytest.approx(0.2) and swing[8][1].abs().max() < 1e-12  # out at the middle, back at the end
+    smooth = trajectory("truck-right", 9, 0.2, "ease-in-out")
+    assert smooth[1][1][0] < 0.2 / 8 and smooth[8][1][0] == pytest.approx(0.2)  # slow start, full move at the end
+
+
 def test_nearer_points_win_and_frame_zero_is_the_photo():
     h, w = 48, 64
     depth = np.full((h, w), 3.0, np.float32)

@@ -13,6 +13,7 @@ EXAMPLES = f"""examples:
   i2v camera photo.jpg --depth depth.png --move orbit --frames 48 -o out.mp4
   i2v camera photo.jpg --depth depth.npy --move dolly-in --amount 0.4 -o in.mp4
   i2v camera photo.jpg --move zoom-in -o zoom.gif           (no depth: a stated fallback prior is used)
+  i2v camera photo.jpg --depth d.png --move orbit --easing swing -o loop.mp4   (there and back: loops)
 
 moves:
 {MOVE_LINES}

@@ -126,6 +126,7 @@ EASINGS = {
     "ease-in-out": lambda s: 3 * s**2 - 2 * s**3,  # smoothstep: zero velocity at both ends
     "ease-in": lambda s: s**2,
     "ease-out": lambda s: 1 - (1 - s) ** 2,
+    "swing": lambda s: (1 - math.cos(2 * math.pi * s)) / 2,  # there and back: the last frame is the photo (loops)
 }
 
 
