@@ -92,6 +92,16 @@ def test_brush_geometry_and_json_errors(tmp_path):
                                                         "feather": 0}]}, 16, 64)
     np.testing.assert_allclose(m[8, 10], [0, 1], atol=1e-6)  # down, speed 2 scaled by 16/32 vertically
     np.testing.assert_allclose(m[8, 40], [0, 0])
+    from PIL import Image
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:, 4:] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")  # a mask region, path relative to the JSON, resized to the image
+    (tmp_path / "mask.json").write_text(json.dumps({"regions": [{"mask": "m.png", "direction": 180, "speed": 1,
+                                                                 "feather": 0}]}))
+    m = brush_to_motion(tmp_path / "mask.json", 16, 16)
+    np.testing.assert_allclose(m[3, 12], [-1, 0], atol=1e-6)
+    np.testing.assert_allclose(m[3, 3], [0, 0])
     (tmp_path / "b.json").write_text('{"regions": [}')
     with pytest.raises(InputError, match="not valid JSON .line 1"):
         brush_to_motion(tmp_path / "b.json", 8, 8)
