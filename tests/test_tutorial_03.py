@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("flow_wheel.png", "occlusion_masks.png", "splatting.png")
+FIGURES = ("03_flow_wheel.png", "03_occlusion_masks.png", "03_splatting.png")
 
 
 def test_tutorial_runs_small_and_draws_its_figures(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("camera_point_cloud.png", "camera_moves.png", "cinemagraph_strip.png")
+FIGURES = ("04_camera_point_cloud.png", "04_camera_moves.png", "04_cinemagraph_strip.png")
 
 
 def test_tutorial_runs_small_and_draws_its_figures(tmp_path):

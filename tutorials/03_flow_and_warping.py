@@ -103,7 +103,7 @@ flow = estimate_flow(a, b, "dis", "medium")
 print(f"DIS medium: end-point error {endpoint_error(flow, gt):.3f} px (zero flow: {endpoint_error(0 * gt, gt):.3f} px)")
 top = float(np.hypot(gt[..., 0], gt[..., 1]).max())
 panel([a, flow_to_color(flow, top), flow_to_color(gt, top), wheel_image(101)],
-      ["frame 2", "DIS flow", "true flow", "colour wheel"], OUT / "flow_wheel.png", height=100 if SMALL else 150)
+      ["frame 2", "DIS flow", "true flow", "colour wheel"], OUT / "03_flow_wheel.png", height=100 if SMALL else 150)
 
 # %% [markdown]
 # ## Backward warping
@@ -134,7 +134,7 @@ err = np.abs(warped.astype(int) - a).mean(-1).clip(0, 255).astype(np.uint8)
 print(f"flagged {np.mean(~ok):.1%} of pixels; {np.mean(~ok[occ_gt]):.1%} of truly occluded ones")
 panel([warped, 255 - 4 * err.clip(0, 63), (~ok * 255).astype(np.uint8), (occ_gt * 255).astype(np.uint8)],
       ["warped frame 3", "error (dark = large)", "forward-backward check", "true occlusions"],
-      OUT / "occlusion_masks.png", height=100 if SMALL else 150)
+      OUT / "03_occlusion_masks.png", height=100 if SMALL else 150)
 
 # %% [markdown]
 # ## Splatting: average vs softmax on a stereo pair
@@ -167,4 +167,4 @@ for name, img in (("no warp", left), ("average", to_img(avg)), ("softmax", to_im
 holes = to_img(soft).copy()
 holes[~covered] = (255, 0, 255)
 panel([left, to_img(avg), holes, right], ["view 2", "average splat", "softmax splat (holes magenta)", "view 6"],
-      OUT / "splatting.png", height=100 if SMALL else 170)
+      OUT / "03_splatting.png", height=100 if SMALL else 170)

@@ -121,7 +121,7 @@ filled = render_camera_move(photo, dm, move="orbit", frames=5, amount=14.0, easi
                             verbose=False)[-1]
 views.append(u8(filled))
 labels.append("holes inpainted (Telea)")
-panel(views, labels, OUT / "camera_point_cloud.png", height=110 if SMALL else 180)
+panel(views, labels, OUT / "04_camera_point_cloud.png", height=110 if SMALL else 180)
 
 # %% [markdown]
 # ## The moves
@@ -131,7 +131,7 @@ panel(views, labels, OUT / "camera_point_cloud.png", height=110 if SMALL else 18
 # %%
 names = ["dolly-in", "truck-right", "pan-left", "pedestal-up", "orbit", "zoom-in", "dolly-zoom"]
 last = [u8(render_camera_move(photo, dm, move=m, frames=3, progress=False, verbose=False)[-1]) for m in names]
-panel([photo] + last, ["photo"] + names, OUT / "camera_moves.png", height=70 if SMALL else 110)
+panel([photo] + last, ["photo"] + names, OUT / "04_camera_moves.png", height=70 if SMALL else 110)
 print("all moves:", ", ".join(MOVES))
 
 # %% [markdown]
@@ -152,4 +152,4 @@ print(f"loop of {N}: frame N == frame 0: {torch.equal(loop[N], loop[0])}; mean |
 motion = brush_to_motion(brush, h, w)
 strip = [flow_to_color(motion)] + [u8(loop[t]) for t in np.linspace(0, N - 1, 5).astype(int)]
 panel(strip, ["motion brush"] + [f"frame {t}" for t in np.linspace(0, N - 1, 5).astype(int)],
-      OUT / "cinemagraph_strip.png", height=90 if SMALL else 140)
+      OUT / "04_cinemagraph_strip.png", height=90 if SMALL else 140)
