@@ -52,7 +52,7 @@ def _number(x, where: str, minimum: float | None = None) -> float:
     return float(x)
 
 
-def _points(x, where: str, n: int | None = None) -> list[list[float]]:
+def _points(x, where: str) -> list[list[float]]:
     if not isinstance(x, list) or any(not isinstance(p, list) or len(p) != 2 for p in x):
         raise InputError(f"{where}: expected a list of [x, y] points, got {json.dumps(x)[:80]}")
     return [[_number(v, f"{where}[{i}]") for v in p] for i, p in enumerate(x)]
@@ -190,16 +190,26 @@ def cinemagraph(image, motion, frames: int = 60, speed: float = 1.0, include_end
         m = m.float() * speed
     m = m[None].float().to(device)  # (1, 2, h, w)
     N = frames
-    fw = integrate(m, N)  # F_{0->t}, t = 0..N
-    bw = integrate(-m, N)  # F_{0->-k}, k = 0..N
+    count = N + 1 if include_end else N
     ones = torch.ones_like(img[:1])
     src = torch.cat([img, ones])[None]  # (1, 4, h, w): colour and a channel of ones for the normaliser
-    out = []
-    last = N + 1 if include_end else N
-    for t in tqdm(range(last), desc="cinemagraph", disable=not progress, leave=False):
-        a = t / N
-        acc = (1 - a) * forward_splat(src, fw[t], mode="sum") + a * forward_splat(src, bw[N - t], mode="sum")
-        num, den = acc[:, :3], acc[:, 3:]
-        frame = torch.where(den > 1e-6, num / den.clamp_min(1e-6), img[None])  # holes keep the still photo
-        out.append(frame[0])
-    return torch.stack(out).clamp(0, 1).cpu()
+    acc = torch.zeros(count, 4, h, w, device=device)  # per frame: sum of weighted colour, sum of weights
+    # Two passes of Euler integration (eq. 3), each adding its splats to every frame's accumulator, so only one
+    # displacement field is alive at a time. Forward pass: frame t gets (1 - t/N) splat(I, F_{0->t}).
+    # Backward pass (velocity -M): after k steps the field is F_{0->-k} = F_{0->t-N} for frame t = N - k,
+    # which gets (t/N) splat(I, F_{0->t-N}).
+    bar = tqdm(total=2 * count, desc="cinemagraph", disable=not progress, leave=False)
+    for sign, weight_of in ((1.0, lambda t: 1 - t / N), (-1.0, lambda t: t / N)):
+        F = torch.zeros_like(m)
+        for k in range(N + 1):
+            t = k if sign > 0 else N - k
+            if t < count:
+                a = weight_of(t)
+                if a > 0:
+                    acc[t] += a * forward_splat(src, F, mode="sum")[0]
+                bar.update()
+            F = F + sign * backward_warp(m, F, padding_mode="zeros")  # F <- F + (+-M)(x + F)
+    bar.close()
+    num, den = acc[:, :3], acc[:, 3:]
+    out = torch.where(den > 1e-6, num / den.clamp_min(1e-6), img[None])  # holes keep the still photo
+    return out.clamp(0, 1).cpu()
