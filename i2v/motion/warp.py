@@ -122,9 +122,11 @@ def forward_splat(img: torch.Tensor, flow: torch.Tensor, mode: str = "softmax", 
     n = b * h * w
     dtype = img.dtype if img.dtype in (torch.float32, torch.float64) else torch.float32
     corners = _splat_corners(flow.to(dtype))
-    vals = img.to(dtype).permute(0, 2, 3, 1).reshape(n, c)  # (b, c, h, w) -> (b*h*w, c)
+    # channels first: index_add_ along the last dim scatters contiguous rows per channel (3-5x faster on CPU
+    # than scattering (c,)-rows along dim 0)
+    vals = img.to(dtype).permute(1, 0, 2, 3).reshape(c, n)  # (b, c, h, w) -> (c, b*h*w)
     if mode != "sum":
-        vals = torch.cat([vals, torch.ones_like(vals[:, :1])], 1)  # last column accumulates the normaliser
+        vals = torch.cat([vals, torch.ones_like(vals[:1])])  # last row accumulates the normaliser
     if mode == "softmax":
         z = metric.to(dtype).reshape(-1)
         z_max = torch.full((n + 1,), -torch.inf, dtype=dtype, device=img.device)  # max Z landing on each target
@@ -132,7 +134,7 @@ def forward_splat(img: torch.Tensor, flow: torch.Tensor, mode: str = "softmax", 
             z_max.scatter_reduce_(0, dst, torch.where(ok, z, -torch.inf), reduce="amax")
     elif mode == "linear":
         z = metric.to(dtype).reshape(-1)
-    acc = torch.zeros(n + 1, vals.shape[1], dtype=dtype, device=img.device)  # slot n collects dropped pairs
+    acc = torch.zeros(vals.shape[0], n + 1, dtype=dtype, device=img.device)  # slot n collects dropped pairs
     for dst, bw, ok in corners:
         if mode == "softmax":
             weight = bw * torch.exp(torch.where(ok, z - z_max[dst], -torch.inf))  # exp(Z - max Z) in (0, 1]
@@ -140,14 +142,14 @@ def forward_splat(img: torch.Tensor, flow: torch.Tensor, mode: str = "softmax", 
             weight = bw * z
         else:
             weight = bw
-        acc.index_add_(0, dst, vals * weight[:, None])
-    acc = acc[:n]
+        acc.index_add_(1, dst, vals * weight)
+    acc = acc[:, :n]
     if mode == "sum":
         out = acc
     else:
-        den = acc[:, c:]
-        out = torch.where(den > 0, acc[:, :c] / den.clamp_min(torch.finfo(dtype).tiny), 0.0)
-    out = out.reshape(b, h, w, c).permute(0, 3, 1, 2).to(img.dtype)  # (b*h*w, c) -> (b, c, h, w)
+        den = acc[c:]
+        out = torch.where(den > 0, acc[:c] / den.clamp_min(torch.finfo(dtype).tiny), 0.0)
+    out = out.reshape(c, b, h, w).permute(1, 0, 2, 3).to(img.dtype)  # (c, b*h*w) -> (b, c, h, w)
     if not return_coverage:
         return out
     return out, _coverage(corners, b, h, w, dtype)
