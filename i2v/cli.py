@@ -10,13 +10,16 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import inspect, samplers
+from .commands import camera, cinemagraph, flow, inspect, samplers
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
     "samplers": samplers,
     "inspect": inspect,
+    "flow": flow,
+    "camera": camera,
+    "cinemagraph": cinemagraph,
 }
 
 EPILOG = """examples:

@@ -7,6 +7,7 @@ replaced with ``overwrite=True``.
 
 ``.mp4`` is H.264 (yuv420p, plays everywhere) through the ffmpeg binary that ``imageio-ffmpeg`` ships, or an
 ``ffmpeg`` on PATH; when neither exists it falls back to OpenCV's MPEG-4 part 2 (``mp4v``) and says so.
+``codec`` picks another encoder: "h264" (default), "h265", "vp9" (the default for ``.webm``) or "mp4v" (OpenCV).
 """
 
 from __future__ import annotations
@@ -67,14 +68,26 @@ def _atomic_target(path: Path) -> Path:
     return Path(tmp)
 
 
-def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int) -> None:
+# codec name -> (ffmpeg encoder, extra ffmpeg arguments); "mp4v" is OpenCV's own MPEG-4 part 2 writer
+CODECS = {
+    "h264": ("libx264", ["-movflags", "+faststart"]),
+    "h265": ("libx265", ["-tag:v", "hvc1", "-movflags", "+faststart"]),
+    "vp9": ("libvpx-vp9", ["-b:v", "0"]),
+    "mp4v": (None, []),
+}
+
+
+def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int, codec: str = "h264") -> None:
     t, h, w, _ = frames.shape
-    exe = ffmpeg_executable()
-    if exe is not None:
+    encoder, extra = CODECS[codec]
+    exe = ffmpeg_executable() if encoder is not None else None
+    if encoder is None:
+        pass  # OpenCV asked for explicitly
+    elif exe is not None:
         # yuv420p needs even sizes: pad by one pixel at the right/bottom if needed
         cmd = [exe, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
-               "-r", f"{fps}", "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", "libx264",
-               "-pix_fmt", "yuv420p", "-crf", str(crf), "-movflags", "+faststart", str(tmp)]
+               "-r", f"{fps}", "-i", "-", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-c:v", encoder,
+               "-pix_fmt", "yuv420p", "-crf", str(crf), *extra, str(tmp)]
         proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
         if proc.returncode == 0:
             return
@@ -92,10 +105,14 @@ def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int) -> None:
     writer.release()
 
 
-def save(frames, path, fps: float = 8.0, overwrite: bool = False, crf: int = 18, loop: bool = True) -> Path:
+def save(frames, path, fps: float = 8.0, overwrite: bool = False, crf: int = 18, loop: bool = True,
+         codec: str | None = None) -> Path:
     """Write frames to ``path``: ``.mp4`` (H.264), ``.gif``, or a folder of PNGs (a path with no suffix).
+    ``codec`` (video files only): one of ``CODECS``; default "vp9" for .webm, else "h264".
     Returns the path written. Atomic; refuses to replace an existing output unless ``overwrite``."""
     path = Path(path)
+    if codec is not None and codec not in CODECS:
+        raise InputError(f"unknown codec {codec!r}; valid: {', '.join(CODECS)}")
     frames = to_uint8(frames)
     if len(frames) < 1:
         raise InputError("no frames to write")
@@ -121,7 +138,7 @@ def save(frames, path, fps: float = 8.0, overwrite: bool = False, crf: int = 18,
             images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps),
                            loop=0 if loop else 1, disposal=2)
         else:
-            _write_mp4(frames, tmp, fps, crf)
+            _write_mp4(frames, tmp, fps, crf, codec or ("vp9" if suffix == ".webm" else "h264"))
         os.replace(tmp, path)
     finally:
         if tmp.exists():

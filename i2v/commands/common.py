@@ -13,6 +13,8 @@ def add_output_arguments(parser, default_fps: float = 8.0) -> None:
                         help="output: .mp4 (H.264), .gif, or a folder name without a suffix for PNG frames")
     parser.add_argument("--fps", type=float, default=default_fps, help=f"frames per second (default {default_fps:g})")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    parser.add_argument("--codec", choices=list(video.CODECS),
+                        help="video codec (default h264; vp9 for .webm; mp4v = OpenCV without ffmpeg)")
 
 
 def check_output(args) -> None:
@@ -23,6 +25,6 @@ def check_output(args) -> None:
 
 def write_video(frames, args) -> Path:
     """Write frames ((t, 3, h, w) float in [0, 1] or (t, h, w, 3) uint8) as the command's output."""
-    path = video.save(frames, args.output, fps=args.fps, overwrite=args.overwrite)
+    path = video.save(frames, args.output, fps=args.fps, overwrite=args.overwrite, codec=getattr(args, "codec", None))
     print(f"wrote {path} ({len(frames)} frames at {args.fps:g} fps)")
     return path
