@@ -63,7 +63,7 @@ class Config:
         version = detect_version(sd)
         if version != "4.25":
             raise CheckpointError(
-                f"this looks like a RIFE {version} checkpoint; i2v implements RIFE {', '.join(SUPPORTED_VERSIONS)} "
+                f"this looks like a RIFE {version} checkpoint; i2v supports RIFE {', '.join(SUPPORTED_VERSIONS)} "
                 f"(IFNet_HDv3 with a 4-channel feature head and five blocks). Download flownet.pkl of RIFE 4.25 "
                 f"from the Practical-RIFE releases")
         blocks = sorted(int(k.split(".")[0][5:]) for k in sd if k.startswith("block") and k.endswith("conv0.1.0.weight"))
@@ -75,22 +75,28 @@ class Config:
 
 
 def detect_version(sd: dict[str, torch.Tensor]) -> str:
-    """Name the RIFE release family a state dict (``module.`` stripped) belongs to, from its keys and shapes."""
+    """Name the RIFE release family a state dict (``module.`` stripped) belongs to, from its keys and shapes:
+    4.0-4.6 have no feature head; 4.7-4.12 a two-layer ``encode.0/1`` head; 4.13-4.21 the ``encode.cnn0..3``
+    head with 8 channels; 4.22-lite and 4.25 that head with 4 channels, 4.25 with five blocks of widths
+    192/128/96/64/32. Returns "4.25" or a description of what was found."""
     if not any(k.startswith("block0.") for k in sd):
         raise CheckpointError(f"not a RIFE IFNet checkpoint: no 'block0.*' keys (found e.g. {sorted(sd)[:3]})")
-    n_blocks = len({k.split(".")[0] for k in sd if k.startswith("block") and k.split(".")[0][5:].isdigit()})
+    blocks = sorted(int(k.split(".")[0][5:]) for k in sd if k.startswith("block") and k.endswith(".conv0.1.0.weight")
+                    and k.split(".")[0][5:].isdigit())
+    widths = tuple(int(sd[f"block{i}.conv0.1.0.weight"].shape[0]) for i in blocks)
+    found = f"{len(blocks)} blocks of widths {'/'.join(map(str, widths))}"
     if not any(k.startswith("encode.") for k in sd):
-        return "4.0-4.6 (no feature head)"
+        return f"4.0-4.6 (no feature head; {found})"
     if "encode.0.weight" in sd:
-        return "4.7-4.12 (two-layer feature head)"
+        return f"4.7-4.12 (two-layer feature head; {found})"
     if "encode.cnn3.weight" not in sd:
-        return "unknown (unrecognised feature head)"
+        return f"of an unknown version (unrecognised feature head keys {sorted(k for k in sd if k.startswith('encode.'))[:4]})"
     head = int(sd["encode.cnn3.weight"].shape[1])
     if head == 8:
-        return "4.13-4.22 (8-channel feature head)" if n_blocks <= 4 else "4.22-4.24 (8-channel feature head, 5 blocks)"
-    if head == 4 and n_blocks == 5:
+        return f"4.13-4.21 (8-channel feature head; {found})"
+    if head == 4 and widths == Config.block_channels:
         return "4.25"
-    return f"unknown ({head}-channel feature head, {n_blocks} blocks)"
+    return f"of an unknown version ({head}-channel feature head, {found}; 4.22-lite has a 4-channel head too)"
 
 
 def conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
