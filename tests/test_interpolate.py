@@ -262,6 +262,11 @@ def test_interpolate_option_on_every_video_output(tmp_path, capsys):
     assert len(out) == 5
     assert psnr(out[2][:, 8:-8], np.roll(frames[0], -4, axis=1)[:, 8:-8]) > 30
     assert parser.parse_args(["-o", "x.mp4"]).interpolate == 1  # default: off
+    from i2v.commands.common import check_output
+
+    for argv, words in ((["--interpolate", "0"], ">= 1"), (["--interpolate", "2", "--interpolate-method", "rife"], "checkpoint")):
+        with pytest.raises(ConfigError, match=words):  # refused before any long work
+            check_output(parser.parse_args(["-o", str(tmp_path / "new.mp4"), *argv]))
 
 
 # ---------------------------------------------------------------- bad input
