@@ -154,10 +154,10 @@ def interpolate_frames(frames, factor: int | None = 2, method: str = "flow", *, 
 
     out = np.empty((len(times),) + frames.shape[1:], np.uint8)
     bar = tqdm(total=len(times), desc=f"interpolate ({method})", unit="frame", disable=not progress)
-    k = 0
     for a, b in zip(keys[:-1], keys[1:]):
-        sel = [j for j in range(k, len(times)) if times[j] < b - 1e-9 or (b == keys[-1] and times[j] <= b + 1e-9)]
-        k = sel[-1] + 1 if sel else k
+        # the output times in [a, b) -- and b itself for the last pair
+        hi = len(times) if b == keys[-1] else int(np.searchsorted(times, b - 1e-9))
+        sel = range(int(np.searchsorted(times, a - 1e-9)), hi)
         if not sel:
             continue
         ts = [(times[j] - a) / (b - a) for j in sel]
