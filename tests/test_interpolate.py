@@ -287,9 +287,10 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     video.save(np.zeros((2, 16, 16, 3), np.uint8), two)
     cases = [([str(bad)], "cannot be read"), ([str(one)], "at least 2 frames"), ([str(mixed)], "different sizes"),
              ([str(two), "--factor", "1"], "integer >= 2"), ([str(two), "--method", "rife"], "--checkpoint"),
-             ([str(two), "--fps", "30", "--input-fps", "-1"], "fps")]
+             ([str(two), "--fps", "30", "--input-fps", "-1"], "fps"),
+             ([str(two), "-o", str(two), "--overwrite"], "never overwritten")]
     for argv, words in cases:
-        assert main(["interpolate", *argv, "-o", str(tmp_path / "out.mp4")]) == 1, argv
+        assert main(["interpolate", "-o", str(tmp_path / "out.mp4"), *argv]) == 1, argv
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, (argv, err)
     with pytest.raises(InputError, match="different sizes"):

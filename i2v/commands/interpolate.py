@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import video
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..interpolate import METHODS, interpolate_frames
 from .common import check_output
 
@@ -43,6 +43,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    if Path(args.output).resolve() == Path(args.input).resolve():
+        raise InputError(f"the output {args.output} is the input; write to another path (inputs are never overwritten)")
     check_output(args)
     if args.method == "rife" and args.checkpoint is None:
         raise ConfigError("--method rife needs --checkpoint flownet.pkl (RIFE 4.25, Practical-RIFE train_log)")
