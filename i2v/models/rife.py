@@ -42,12 +42,12 @@ SUPPORTED_VERSIONS = ("4.25",)
 
 @dataclass(frozen=True)
 class Config:
-    head_channels: int = 4  # features per frame from the ``encode`` head (4.25: 4; 4.13-4.22: 8)
+    head_channels: int = 4  # features per frame from the ``encode`` head (4.25: 4; 4.13-4.21: 8)
     block_channels: tuple[int, ...] = (192, 128, 96, 64, 32)  # width c of block0..block4, coarse to fine
     block_scales: tuple[float, ...] = (16.0, 8.0, 4.0, 2.0, 1.0)  # block i works at 1/scale_i (times 1/scale)
     feat_channels: int = 8  # features a block hands to the next (13 outputs = 4 flow + 1 mask + 8 feat)
     res_convs: int = 8  # ResConv layers per block
-    multiple: int = 128  # H, W must be multiples of this at scale 1 (coarsest block: /16, then two stride-2 convs)
+    multiple: int = 128  # pad H, W to this at scale 1, as Practical-RIFE does (the network itself needs 64: /16, /4)
 
     @property
     def block0_in(self) -> int:  # img0, img1 (3+3), f0, f1, t (1)
@@ -63,7 +63,7 @@ class Config:
         version = detect_version(sd)
         if version != "4.25":
             raise CheckpointError(
-                f"this looks like a RIFE {version} checkpoint; i2v supports RIFE {', '.join(SUPPORTED_VERSIONS)} "
+                f"this is not a RIFE 4.25 checkpoint: its keys look like RIFE {version}. i2v supports RIFE {', '.join(SUPPORTED_VERSIONS)} "
                 f"(IFNet_HDv3 with a 4-channel feature head and five blocks). Download flownet.pkl of RIFE 4.25 "
                 f"from the Practical-RIFE releases")
         blocks = sorted(int(k.split(".")[0][5:]) for k in sd if k.startswith("block") and k.endswith("conv0.1.0.weight"))
