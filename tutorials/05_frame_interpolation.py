@@ -105,7 +105,7 @@ def grid(rows: list[list[tuple[str, np.ndarray]]], name: str) -> Path:
 # there (forward splatting), so the boundary sits where the disc really is at time t.
 
 # %%
-x0, x1 = fb._image_tensor(I0), fb._image_tensor(I1)
+x0, x1 = (torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255 for im in (I0, I1))  # (1, 3, H, W) in [0, 1]
 f01, f10 = fb.bidirectional_flow(I0, I1)
 lin_t0, _ = fb.intermediate_flows(f01, f10, 0.5, "linear")
 spl_t0, _ = fb.intermediate_flows(f01, f10, 0.5, "splat")
