@@ -44,9 +44,13 @@ def to_u8(x: torch.Tensor) -> np.ndarray:
 # ---------------------------------------------------------------- RIFE 4.25 golden (original code's outputs)
 
 
-@pytest.mark.parametrize("case_dir", RIFE_CASES, ids=[p.name for p in RIFE_CASES])
+@pytest.mark.parametrize("case_dir", RIFE_CASES or [None], ids=[p.name for p in RIFE_CASES] or ["none"])
 def test_rife_reproduces_reference(case_dir):
     from safetensors.torch import load_file
+
+    if case_dir is None:  # no rife-* case anywhere: skip with the reason
+        shared_path("reference", "rife-4.25")
+        pytest.skip("no ../shared/reference/rife-* directory and I2V_RIFE_CASES is empty")
 
     case = json.loads((case_dir / "case.json").read_text())
     model = rife.load(case_dir / "flownet.pkl")  # as a user would: torch pickle, module. prefix, weights_only
