@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import camera, cinemagraph, flow, inspect, samplers
+from .commands import camera, cinemagraph, flow, inspect, interpolate, samplers
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
@@ -20,6 +20,7 @@ COMMANDS = {
     "flow": flow,
     "camera": camera,
     "cinemagraph": cinemagraph,
+    "interpolate": interpolate,
 }
 
 EPILOG = """examples:
