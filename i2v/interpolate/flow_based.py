@@ -45,7 +45,7 @@ import torch
 
 from ..errors import ConfigError, InputError
 from ..motion.flow import estimate_flow
-from ..motion.warp import backward_warp, inside_mask
+from ..motion.warp import backward_warp, forward_splat, inside_mask
 
 
 def _flow_tensor(f: np.ndarray) -> torch.Tensor:
@@ -76,14 +76,8 @@ INTERMEDIATE = ("splat", "linear")
 
 def dis_fine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """DIS flow a -> b, medium preset refined to full resolution (``setFinestScale(0)``); (h, w, 2) float32.
-    (:func:`i2v.motion.flow.estimate_flow` offers the presets only; this is the one extra setting we need.)"""
-    import cv2
-
-    from ..motion.flow import DIS_PRESETS, _gray
-
-    dis = cv2.DISOpticalFlow_create(DIS_PRESETS["medium"])
-    dis.setFinestScale(0)
-    return dis.calc(_gray(a), _gray(b), None).astype(np.float32)
+    """
+    return estimate_flow(a, b, "dis", "medium", finest_scale=0)
 
 
 def bidirectional_flow(img0, img1, method: str = "dis-fine", preset: str = "medium") -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,9 +111,9 @@ def intermediate_flows(f01: torch.Tensor, f10: torch.Tensor, t: float, method: s
     w0 = (1 - occ0) * (1 - t) + 1e-4  # trust visible pixels, and the input nearer in time
     w1 = (1 - occ1) * t + 1e-4
     # from I_0: q -> q + t F01(q), carrying (F_t->0, F_t->1) = (-t F01, (1 - t) F01)
-    s0, n0 = forward_splat(torch.cat([-t * f01, (1 - t) * f01], 1), t * f01, w0)
+    s0, n0 = _splat_weighted(torch.cat([-t * f01, (1 - t) * f01], 1), t * f01, w0)
     # from I_1: q -> q + (1 - t) F10(q), carrying (t F10, -(1 - t) F10)
-    s1, n1 = forward_splat(torch.cat([t * f10, -(1 - t) * f10], 1), (1 - t) * f10, w1)
+    s1, n1 = _splat_weighted(torch.cat([t * f10, -(1 - t) * f10], 1), (1 - t) * f10, w1)
     n = n0 + n1
     proj = (s0 + s1) / n.clamp_min(1e-6)  # (b, 4, h, w) weighted average of what landed
     conf = n / (n + 0.05)  # ~1 where enough landed, -> 0 in holes
@@ -172,23 +166,10 @@ def interpolate_pair(img0, img1, times=(0.5,), flow: str = "dis-fine", intermedi
     return [blend(x0, x1, f01, f10, float(t), intermediate, occlusion_strength)["frame"].clamp(0, 1) for t in times]
 
 
-def forward_splat(values: torch.Tensor, flow: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bilinear forward splatting (sum form): every source pixel p adds weight(p) * values(p) to the four pixels
-    around p + flow(p). Returns (sum of weight * values (b, c, h, w), sum of weights (b, 1, h, w)); divide
-    for the weighted average. (i2v.motion may grow its own splatting; this one is private to interpolation.)"""
-    b, c, h, w = values.shape
-    x = torch.arange(w, dtype=flow.dtype, device=flow.device).view(1, 1, w) + flow[:, 0]  # (b, h, w) targets
-    y = torch.arange(h, dtype=flow.dtype, device=flow.device).view(1, h, 1) + flow[:, 1]
-    x0, y0 = x.floor(), y.floor()
-    acc = torch.zeros(b, c + 1, h * w, dtype=values.dtype, device=values.device)
-    src = torch.cat([values * weight, weight], 1).flatten(2)  # (b, c + 1, h*w)
-    for dx in (0, 1):
-        for dy in (0, 1):
-            xi, yi = x0 + dx, y0 + dy
-            k = (1 - (x - xi).abs()) * (1 - (y - yi).abs())  # bilinear kernel, (b, h, w)
-            ok = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
-            idx = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long().flatten(1)  # (b, h*w)
-            kk = (k * ok).flatten(1)[:, None]  # (b, 1, h*w)
-            acc.scatter_add_(2, idx[:, None].expand(-1, c + 1, -1), src * kk)
-    acc = acc.view(b, c + 1, h, w)
+def _splat_weighted(values: torch.Tensor, flow: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum-mode forward splatting of ``weight * values`` and of ``weight`` itself (the shared
+    :func:`i2v.motion.warp.forward_splat`): returns (sum w v (b, c, h, w), sum w (b, 1, h, w)); their ratio is
+    the weighted average of what landed on each pixel."""
+    c = values.shape[1]
+    acc = forward_splat(torch.cat([values * weight, weight], 1), flow, mode="sum")
     return acc[:, :c], acc[:, c:]

@@ -36,12 +36,13 @@ def _gray(img: np.ndarray) -> np.ndarray:
 
 
 def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis", preset: str = "medium",
-                  farneback=(0.5, 5, 15, 3, 5, 1.2)) -> np.ndarray:
+                  farneback=(0.5, 5, 15, 3, 5, 1.2), finest_scale: int | None = None) -> np.ndarray:
     """Flow from image ``a`` to image ``b`` as a (h, w, 2) float32 array of (u, v) pixels.
 
     ``a`` and ``b``: (h, w, 3) uint8 RGB (or float in [0, 1], or greyscale), the same size.
     ``method``: "dis" (with ``preset``) or "farneback" (with ``farneback`` = pyr_scale, levels, winsize,
-    iterations, poly_n, poly_sigma)."""
+    iterations, poly_n, poly_sigma). ``finest_scale`` overrides DIS's finest pyramid level (0 = refine down to
+    full resolution; the presets stop at 1/4 or 1/8 and upsample)."""
     import cv2
 
     if np.shape(a)[:2] != np.shape(b)[:2]:
@@ -51,6 +52,8 @@ def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis", preset: str
         if preset not in DIS_PRESETS:
             raise ConfigError(f"unknown DIS preset {preset!r}; valid: {', '.join(DIS_PRESETS)}")
         dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+        if finest_scale is not None:
+            dis.setFinestScale(int(finest_scale))
         return dis.calc(ga, gb, None).astype(np.float32)
     if method == "farneback":
         return cv2.calcOpticalFlowFarneback(ga, gb, None, *farneback, 0).astype(np.float32)
