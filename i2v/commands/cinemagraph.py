@@ -38,5 +38,6 @@ def run(args) -> int:
         frames = cinemagraph(load_image(args.image), args.motion, frames=args.frames, speed=args.speed, device=args.device)
     for note in notes:
         print(f"note: {note.message}")
+    args.loop = True  # the output is a loop: with --interpolate N, interpolate the last -> first step too
     write_video(frames, args)
     return 0
