@@ -10,12 +10,15 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import samplers
+from .commands import decode, samplers
+from .commands import svd as svd_command
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
     "samplers": samplers,
+    "animate": svd_command,
+    "decode": decode,
 }
 
 EPILOG = """examples:
