@@ -350,7 +350,7 @@ class SVDPipeline:
         """Saved latents (a tensor or a file from :func:`save_latents`) -> frames (T, 3, H, W) in [0, 1]."""
         if not isinstance(latents, torch.Tensor):
             latents, _ = load_latents(latents)
-        return ((self.decode(latents, decode_chunk_size, progress) + 1) / 2).clamp(0, 1)
+        return ((self.decode(latents, decode_chunk_size, progress).float().cpu() + 1) / 2).clamp(0, 1)
 
     # ------------------------------------------------------------------ everything
     def __call__(self, image, frames: int | None = None, steps: int | None = None, *, sampler: str = "euler",
@@ -381,7 +381,7 @@ class SVDPipeline:
         if save_latents_to is not None:
             save_latents(save_latents_to, latents, checkpoint=self.source, seed=seed, frames=frames, steps=steps)
             self.log(f"wrote latents {save_latents_to}")
-        out = ((self.decode(latents, decode_chunk_size, progress) + 1) / 2).clamp(0, 1)
+        out = ((self.decode(latents, decode_chunk_size, progress).float().cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
         t3 = time.perf_counter()
         self.last_run = {"seed": seed, "latents": latents, "condition_s": t1 - t0, "sample_s": t2 - t1,
                          "decode_s": t3 - t2, "memory": peak_memory(self.device)}
