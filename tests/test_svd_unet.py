@@ -181,3 +181,26 @@ def test_bad_inputs_are_input_errors():
         m(x, ts, torch.zeros(4, 1, 9), y, 4)
     with pytest.raises(InputError, match="multiple of 2"):
         m(torch.zeros(4, 8, 7, 8), ts, ctx, y, 4)
+
+
+# ---- attention primitive against the textbook formula -------------------------------------------------------------
+
+@pytest.mark.parametrize("n_ctx", [None, 1, 5])
+def test_cross_attention_is_softmax_qk_v(n_ctx):
+    from i2v.nn.attention import CrossAttention
+
+    torch.manual_seed(0)
+    heads, d, dim, cdim = 3, 8, 24, 10
+    attn = CrossAttention(dim, heads, d, None if n_ctx is None else cdim).double()
+    x = torch.randn(2, 7, dim, dtype=torch.float64)
+    c = x if n_ctx is None else torch.randn(2, n_ctx, cdim, dtype=torch.float64)
+    q = attn.to_q.weight @ x.transpose(1, 2)  # (b, heads*d, n)
+    k, v = attn.to_k.weight @ c.transpose(1, 2), attn.to_v.weight @ c.transpose(1, 2)
+    outs = []
+    for hd in range(heads):
+        sl = slice(hd * d, (hd + 1) * d)
+        w = torch.softmax(q[:, sl].transpose(1, 2) @ k[:, sl] / d ** 0.5, dim=-1)  # (b, n, m)
+        outs.append(w @ v[:, sl].transpose(1, 2))
+    expected = attn.to_out[0](torch.cat(outs, dim=-1))
+    got = attn(x, None if n_ctx is None else c)
+    assert got.shape == expected.shape and rel_err(got, expected) < 1e-12

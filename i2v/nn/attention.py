@@ -34,6 +34,10 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         context = x if context is None else context
+        if context.shape[1] == 1 and context is not x:
+            # One key: softmax over a single logit is exactly 1, so every query receives v. Skipping q, k and the
+            # attention is exact (SVD's context is one CLIP image token). A broadcast view, (b, n, query_dim).
+            return self.to_out(self.to_v(context)).expand(x.shape[0], x.shape[1], -1)
         q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
         k = rearrange(self.to_k(context), "b m (h d) -> b h m d", h=self.heads)
         v = rearrange(self.to_v(context), "b m (h d) -> b h m d", h=self.heads)
