@@ -102,15 +102,14 @@ def test_every_stage_matches_the_original(case_dir, dtype):
 
 @pytest.mark.skipif(not CASES, reason="needs ../shared/reference/svd-* (absent in a fresh clone)")
 def test_decoding_in_chunks_changes_only_the_chunk_boundaries():
-    """The temporal decoder sees timesteps = chunk length: chunked decoding of the reference latents equals
-    decoding each chunk on its own, and chunk T equals the reference."""
+    """The temporal decoder sees timesteps = chunk length: chunked decoding equals decoding each chunk on its
+    own, and differs from the one-chunk reference (the temporal layers do mix frames)."""
     case_dir = CASES[0]
     case, E = load_case(case_dir)
-    pipe = SVDPipeline.from_pretrained(case_dir / "checkpoint.safetensors", dtype=torch.float64, parts=("vae",),
+    pipe = SVDPipeline.from_pretrained(case_dir / "checkpoint.safetensors", dtype=torch.float32, parts=("vae",),
                                        log=lambda *a: None)
     z = E["sampler.out_latents"]
     chunked = pipe.decode(z, decode_chunk_size=2, progress=False)
     separately = torch.cat([pipe.decode(z[:2], progress=False), pipe.decode(z[2:], progress=False)])
-    assert rel_err(chunked, separately) < 1e-12
-    assert rel_err(pipe.decode(z, progress=False), E["decode.frames"]) < 1e-7
-    assert rel_err(chunked, E["decode.frames"]) > 1e-4  # the temporal layers do mix frames
+    assert rel_err(chunked, separately) < 1e-6
+    assert rel_err(chunked, E["decode.frames"]) > 1e-3  # float32 alone is ~1e-6 away (golden test)
