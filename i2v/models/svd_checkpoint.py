@@ -171,6 +171,12 @@ def load_single_file(path, parts=PARTS, dtype=torch.float32, device="cpu", unet_
     f = _LazyFile(path, dtype, device)
     out = {}
     for part in parts:
+        if part == "vae_decoder":  # the temporal decoder alone (``i2v decode``)
+            sd = f.read({k: v for k, v in split["vae"].items() if k.startswith(("decoder.", "post_quant_conv."))})
+            out[part] = build_vae(sd, f"{path} [first_stage_model.decoder.*]")
+            continue
+        if part not in split:
+            raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}, vae_decoder")
         sd = f.read(split[part])
         src = f"{path} [{SINGLE_FILE_PARTS[part][0]}*]"
         if part == "unet":
@@ -342,9 +348,9 @@ def load_diffusers_folder(folder, parts=PARTS, dtype=torch.float32, device="cpu"
         from .svd_unet import SVDUNet
 
         out["unet"] = SVDUNet.from_diffusers(folder / "unet", dtype=dtype, device=device)
-    if "vae" in parts or "cond_encoder" in parts:
+    if {"vae", "cond_encoder", "vae_decoder"} & set(parts):
         vae = load_diffusers_vae(folder / "vae", dtype, device)
-        out.update({p: vae for p in ("vae", "cond_encoder") if p in parts})
+        out.update({p: vae for p in ("vae", "cond_encoder", "vae_decoder") if p in parts})
     if "clip" in parts:
         out["clip"] = load_diffusers_clip(folder / "image_encoder", dtype, device)
     return out

@@ -122,7 +122,12 @@ def image_to_tensor(image) -> torch.Tensor:
         if x.ndim != 4 or x.shape[:2] != (1, 3):
             raise InputError(f"expected an image tensor (1, 3, h, w) in [-1, 1], got shape {tuple(image.shape)}")
         return x.detach().cpu().to(torch.float64)
-    if hasattr(image, "convert"):  # PIL
+    if hasattr(image, "convert"):  # PIL: alpha composited over white, as for files
+        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+            from PIL import Image
+
+            rgba = image.convert("RGBA")
+            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
         image = np.asarray(image.convert("RGB"))
     arr = np.asarray(image)
     if arr.ndim == 3 and arr.shape[-1] == 4:
@@ -221,6 +226,8 @@ class SVDPipeline:
         kw = dict(unet_head_channels=unet_head_channels, clip_head_width=clip_head_width)
         t0 = time.perf_counter()
         mods = load_svd_parts(path, parts, dtype, device, **kw)
+        if "vae_decoder" in mods:  # decoding only
+            mods["vae"] = mods.pop("vae_decoder")
         log(f"loaded {', '.join(mods)} from {path} in {time.perf_counter() - t0:.1f} s ({dtype}, {device})")
         return cls(**mods, preset=preset or preset_for(path), source=Path(path), dtype=dtype, device=device,
                    keep_encoders=keep_encoders, load_kwargs=kw, log=log)
