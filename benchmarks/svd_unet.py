@@ -13,9 +13,6 @@ diffusers is needed only here and in the tests (an independent oracle), never by
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import re
 import statistics
 import time
 
@@ -45,15 +42,10 @@ def build_diffusers(channels: int, cross_dim: int, head: int, seed: int = 0):
     return m
 
 
-def _rss(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) * 1024
-
-
 def peak_bytes(fn, device) -> int:
-    """Peak memory allocated while running fn(), above what was in use before it. CUDA: the caching allocator's
-    peak. CPU (Linux): the process's resident-set high-water mark (reset through /proc/self/clear_refs), with
-    glibc told to hand every block of 64 KiB or more straight back to the OS so that RSS follows the tensors."""
+    """Peak memory allocated while running fn(), above what was allocated before it. CUDA: the caching
+    allocator's peak. CPU: replay of the PyTorch profiler's allocation records (each op's own allocations at
+    its start, each free at its time), so the figure does not depend on how malloc returns memory to the OS."""
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -61,15 +53,19 @@ def peak_bytes(fn, device) -> int:
         fn()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD: fixed, so freed tensors leave the process at once
-    gc.collect()
-    libc.malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset VmHWM to the current RSS
-    base = _rss("VmRSS")
-    fn()
-    return _rss("VmHWM") - base
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = []
+    for e in prof.events():
+        if e.name == "[memory]":  # allocations and frees outside any op (mostly frees)
+            records.append((e.time_range.start, e.cpu_memory_usage))
+        elif e.self_cpu_memory_usage:
+            records.append((e.time_range.start, e.self_cpu_memory_usage))
+    now = peak = 0
+    for _, nbytes in sorted(records, key=lambda r: r[0]):
+        now += nbytes
+        peak = max(peak, now)
+    return peak
 
 
 def timed(fn, device) -> tuple[float, float]:

@@ -69,6 +69,9 @@ def test_full_size_unet_maps_every_key_of_the_released_file():
     theirs = {k[len(SGM_PREFIX):]: tuple(s) for k, s in keys.items() if k.startswith(SGM_PREFIX)}
     assert ours == theirs
     assert 1.52e9 < sum(p.numel() for p in model.parameters()) < 1.53e9  # 1.525 B parameters (DESIGN.md)
+    with torch.device("meta"):  # shapes only: 14 frames of a 576x1024 video, latents 72x128
+        x, t, ctx, y = torch.empty(14, 8, 72, 128), torch.empty(14), torch.empty(14, 1, 1024), torch.empty(14, 768)
+        assert model(x, t, ctx, y, 14).shape == (14, 4, 72, 128)
 
 
 # ---- diffusers parity ------------------------------------------------------------------------------------------
@@ -204,3 +207,44 @@ def test_cross_attention_is_softmax_qk_v(n_ctx):
     expected = attn.to_out[0](torch.cat(outs, dim=-1))
     got = attn(x, None if n_ctx is None else c)
     assert got.shape == expected.shape and rel_err(got, expected) < 1e-12
+
+
+def test_feed_forward_in_token_chunks_equals_all_at_once():
+    from i2v.nn.attention import FeedForward
+
+    torch.manual_seed(0)
+    ff = FeedForward(12, chunk_tokens=0).double()
+    x = torch.randn(3, 7, 12, dtype=torch.float64).transpose(0, 1)  # non-contiguous on purpose
+    whole = ff(x)
+    ff.chunk_tokens = 4  # 21 tokens -> chunks of 4, 4, 4, 4, 4, 1
+    assert torch.allclose(ff(x), whole, rtol=1e-13, atol=0)
+    gelu = torch.nn.functional.gelu
+    a, g = (x @ ff.net[0].proj.weight.T + ff.net[0].proj.bias).chunk(2, dim=-1)
+    assert torch.allclose(whole, (a * gelu(g)) @ ff.net[2].weight.T + ff.net[2].bias, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-2), (torch.bfloat16, 5e-2)])
+def test_half_precision_is_finite_and_close(case, dtype, tol):
+    _, info, sd, exp = case
+    T = info["T"]
+    model = SVDUNet.from_state_dict(sd, num_head_channels=info["unet"]["num_head_channels"], dtype=dtype)
+    with torch.no_grad():
+        out = model(exp["unet.x"].to(dtype), exp["unet.timesteps"], exp["cond.crossattn"].repeat_interleave(T, 0).to(dtype),
+                    exp["cond.vector"].to(dtype), T)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    assert rel_err(out, exp["unet.out"]) <= tol
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.bfloat16, 1e-2)])
+def test_group_norm32_matches_float64_group_norm(dtype, tol):
+    from i2v.nn.norm import GroupNorm32
+
+    torch.manual_seed(0)
+    gn = GroupNorm32(64, eps=1e-5)
+    with torch.no_grad():
+        gn.weight.normal_(1.0, 0.2)
+        gn.bias.normal_(0.0, 0.2)
+    x = (torch.randn(2, 64, 3, 5, 4, dtype=torch.float64) * 0.5 + 3.0).transpose(2, 3)  # 5D, non-contiguous
+    ref = torch.nn.functional.group_norm(x, 32, gn.weight.double(), gn.bias.double(), 1e-5)
+    out = gn.to(dtype)(x.to(dtype))
+    assert out.dtype == dtype and rel_err(out, ref) <= tol

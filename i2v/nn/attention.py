@@ -58,13 +58,25 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Transformer MLP with a GEGLU input: ``dim -> mult*dim (gated) -> dim_out``."""
+    """Transformer MLP with a GEGLU input: ``dim -> mult*dim (gated) -> dim_out``, applied to each token.
 
-    def __init__(self, dim: int, dim_out: int | None = None, mult: int = 4):
+    Its hidden layer (2 * mult * dim wide before gating) is the largest activation in a U-Net; because the MLP
+    acts on each token alone, tokens are processed ``chunk_tokens`` at a time, which bounds that buffer
+    without changing the result (0 = all at once)."""
+
+    def __init__(self, dim: int, dim_out: int | None = None, mult: int = 4, chunk_tokens: int = 4096):
         super().__init__()
         inner = dim * mult
         # net.1 was dropout in training; an Identity keeps the checkpoint's index of the output layer (net.2)
         self.net = nn.Sequential(GEGLU(dim, inner), nn.Identity(), nn.Linear(inner, dim_out or dim))
+        self.chunk_tokens = chunk_tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        tokens = x.reshape(-1, x.shape[-1])  # (n, dim)
+        n, step = tokens.shape[0], self.chunk_tokens or tokens.shape[0]
+        if n <= step:
+            return self.net(x)
+        out = tokens.new_empty(n, self.net[2].out_features)
+        for i in range(0, n, step):
+            out[i:i + step] = self.net(tokens[i:i + step])
+        return out.view(*x.shape[:-1], -1)
