@@ -45,7 +45,7 @@ from ..diffusion.denoisers import Denoiser
 from ..diffusion.guidance import CFGDenoiser, frame_ramp
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
-from ..errors import CheckpointError, ConfigError, InputError, NumericalError
+from ..errors import ConfigError, InputError, NumericalError
 from ..models.svd_checkpoint import PARTS, load_svd_parts
 from ..nn.embeddings import timestep_embedding
 
