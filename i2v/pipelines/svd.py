@@ -222,7 +222,10 @@ class SVDPipeline:
         """Load a single-file checkpoint or diffusers folder. ``parts`` limits what is loaded (``("vae",)`` to
         decode saved latents). Head widths are not in the file: 64 (U-Net) and 80 (ViT-H) for released SVD."""
         if isinstance(dtype, str):
+            if dtype not in DTYPES:
+                raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
             dtype = DTYPES[dtype]
+        _check_device(device)
         kw = dict(unet_head_channels=unet_head_channels, clip_head_width=clip_head_width)
         t0 = time.perf_counter()
         mods = load_svd_parts(path, parts, dtype, device, **kw)
@@ -399,6 +402,17 @@ class SVDPipeline:
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64, "fp64": torch.float64}
+
+
+def _check_device(device) -> None:
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r} is not a torch device ({e}); use cpu, cuda, cuda:1, mps ...") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
+    if d.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r} asked for, but MPS is not available here; use --device cpu")
 
 
 def _check_count(name: str, v) -> None:
