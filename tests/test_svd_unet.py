@@ -74,6 +74,17 @@ def test_full_size_unet_maps_every_key_of_the_released_file():
         assert model(x, t, ctx, y, 14).shape == (14, 4, 72, 128)
 
 
+def test_diffusers_rename_table_maps_the_full_size_unet_onto_the_released_keys():
+    from diffusers import UNetSpatioTemporalConditionModel  # test-only oracle; its default config is SVD's
+
+    keys = json.loads(shared_path("reference", "svd-full-keys.json").read_text())["tensors"]
+    with torch.device("meta"):
+        theirs = UNetSpatioTemporalConditionModel().state_dict()
+    renamed = {k: tuple(v.shape) for k, v in diffusers_unet_to_sgm(theirs).items()}
+    assert len(renamed) == len(theirs)  # no two diffusers keys land on one name
+    assert renamed == {k[len(SGM_PREFIX):]: tuple(s) for k, s in keys.items() if k.startswith(SGM_PREFIX)}
+
+
 # ---- diffusers parity ------------------------------------------------------------------------------------------
 
 def _diffusers_unet(seed, chans, heads, layers, attn_levels, cross_dim):

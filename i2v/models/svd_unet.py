@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -124,6 +124,8 @@ class SVDUNetConfig:
             extra_ff_mix_layer=any(".time_stack.0.ff_in." in k for k in shape))
 
     def check(self) -> None:
+        if len(self.transformer_depth) != len(self.channel_mult):
+            raise ConfigError(f"transformer_depth {self.transformer_depth} needs one entry per level {self.channel_mult}")
         widths = [self.model_channels * m for m, d in zip(self.channel_mult, self.transformer_depth) if d]
         widths.append(self.model_channels * self.channel_mult[-1])
         bad = [w for w in widths if w % self.num_head_channels or w < self.num_head_channels]
@@ -131,8 +133,6 @@ class SVDUNetConfig:
             raise ConfigError(
                 f"num_head_channels={self.num_head_channels} does not divide the transformer widths {bad}; "
                 f"pass the head width the model was trained with (64 for released SVD files)")
-        if len(self.transformer_depth) != len(self.channel_mult):
-            raise ConfigError(f"transformer_depth {self.transformer_depth} needs one entry per level {self.channel_mult}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -586,6 +586,3 @@ def diffusers_head_channels(cfg: dict, source: str = "config.json") -> int:
                           f"level; the original SVD U-Net uses one head width (num_head_channels) everywhere")
     return widths.pop()
 
-
-def config_summary(c: SVDUNetConfig) -> str:
-    return ", ".join(f"{k}={v}" for k, v in asdict(c).items())
