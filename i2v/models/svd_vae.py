@@ -100,6 +100,19 @@ class ResnetBlock(nn.Module):
         return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
 
 
+class TemporalConv3d(nn.Conv3d):
+    """A Conv3d over (t, h, w) whose kernel is (k, 1, 1) in the checkpoint; it mixes frames only, so it runs as a
+    Conv2d over (t, h*w) with the same weights viewed as (c, c, k, 1) -- identical sums, and much faster than
+    PyTorch's CPU Conv3d path. Other kernels fall back to Conv3d."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernel_size[1:] != (1, 1):
+            return super().forward(x)
+        b, c, t, h, w = x.shape
+        y = F.conv2d(x.reshape(b, c, t, h * w), self.weight.squeeze(-1), self.bias, padding=(self.padding[0], 0))
+        return y.reshape(b, -1, t, h, w)  # (b, c', t, h, w)
+
+
 class TimeStack(nn.Module):
     """openaimodel ResBlock with dims=3 and no time embedding, on (b, c, t, h, w); names follow the checkpoint
     (``in_layers.{0,2}``, ``out_layers.{0,3}``; the missing indices are SiLU and Dropout)."""
@@ -107,9 +120,9 @@ class TimeStack(nn.Module):
     def __init__(self, c: int, kernel: tuple[int, int, int]):
         super().__init__()
         pad = tuple(k // 2 for k in kernel)
-        self.in_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), nn.Conv3d(c, c, kernel, padding=pad))
+        self.in_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), TemporalConv3d(c, c, kernel, padding=pad))
         self.out_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), nn.Identity(),
-                                        nn.Conv3d(c, c, kernel, padding=pad))
+                                        TemporalConv3d(c, c, kernel, padding=pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.out_layers(self.in_layers(x))
@@ -221,7 +234,7 @@ class AE3DConv(nn.Conv2d):
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int]):
         super().__init__(cin, cout, 3, padding=1)
-        self.time_mix_conv = nn.Conv3d(cout, cout, kernel, padding=tuple(k // 2 for k in kernel))
+        self.time_mix_conv = TemporalConv3d(cout, cout, kernel, padding=tuple(k // 2 for k in kernel))
 
     def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         x = super().forward(x)
