@@ -50,6 +50,23 @@ def test_full_size_checkpoint_keys_all_map_with_their_shapes():
     assert used + len(text) + len(cond_dec) == len(info)
 
 
+def test_full_size_vae_and_clip_shapes_at_native_resolution():
+    """576x1024 through the full-size encoders and the temporal decoder, on the meta device (no memory)."""
+    info = json.loads(shared_path("reference", "svd-full-keys.json").read_text())["tensors"]
+    parts, _ = split_single_file(list(info), "svd-full-keys.json")
+
+    def sd(part):
+        return {own: torch.empty(info[full], device="meta") for own, full in parts[part].items()}
+
+    vae, cond_encoder, clip = build_vae(sd("vae"), "vae"), build_vae(sd("cond_encoder"), "enc"), build_clip(sd("clip"), "clip")
+    image = torch.empty(1, 3, 576, 1024, device="meta")
+    with torch.no_grad():
+        assert cond_encoder.encode(image).shape == (1, 4, 72, 128)
+        assert vae.encode(image).shape == (1, 4, 72, 128)
+        assert vae.decode(torch.empty(2, 4, 72, 128, device="meta"), timesteps=2).shape == (2, 3, 576, 1024)
+        assert clip.embed(image).shape == (1, 1024)  # = the U-Net's context_dim
+
+
 def _tiny_ckpt():
     return shared_path("reference", "svd-sgm-tiny", "checkpoint.safetensors")
 
