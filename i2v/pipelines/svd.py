@@ -32,6 +32,7 @@ import gc
 import json
 import math
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,8 @@ def peak_memory(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    return f"peak RAM (process RSS) {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return f"peak RAM (process RSS) {rss / (2**30 if sys.platform == 'darwin' else 2**20):.2f} GiB"
 
 
 def _finite(x: torch.Tensor, stage: str, dtype) -> torch.Tensor:
