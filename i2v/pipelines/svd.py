@@ -31,7 +31,6 @@ from __future__ import annotations
 import gc
 import json
 import math
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -98,6 +97,10 @@ def peak_memory(device) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return "peak RAM unknown on this platform"
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return f"peak RAM (process RSS) {rss / (2**30 if sys.platform == 'darwin' else 2**20):.2f} GiB"
 
