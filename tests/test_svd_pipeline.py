@@ -114,3 +114,14 @@ def test_cli_animate_then_decode_the_saved_latents(tmp_path, capsys):
     assert main(["animate", str(tmp_path / "in.png"), *common, "--frames", "0", "-o", str(tmp_path / "c.mp4")]) == 1
     assert main(["decode", str(tmp_path / "in.png"), *common, "-o", str(tmp_path / "d.mp4")]) == 1
     assert "latents file" in capsys.readouterr().err
+
+
+def test_encoders_are_freed_then_reloaded_and_seeds_reproduce():
+    ckpt, E = _case()
+    pipe = SVDPipeline.from_pretrained(ckpt, **_heads(), **QUIET)
+    kw = dict(frames=1, steps=1, min_cfg=1.0, max_cfg=1.0, progress=False)
+    a = pipe(E["inputs.image"], seed=5, **kw)
+    assert pipe.clip is None and pipe.cond_encoder is None and pipe.vae.encoder is None  # freed
+    b = pipe(E["inputs.image"], seed=5, **kw)  # encoders read again from the file
+    c = pipe(E["inputs.image"], seed=6, **kw)
+    assert torch.equal(a, b) and not torch.equal(a, c)
