@@ -116,12 +116,12 @@ def test_cli_animate_then_decode_the_saved_latents(tmp_path, capsys):
     assert "latents file" in capsys.readouterr().err
 
 
-def test_encoders_are_freed_then_reloaded_and_seeds_reproduce():
+def test_encoders_are_freed_after_conditioning_and_reloaded_when_needed():
     ckpt, E = _case()
     pipe = SVDPipeline.from_pretrained(ckpt, **_heads(), **QUIET)
-    kw = dict(frames=1, steps=1, min_cfg=1.0, max_cfg=1.0, progress=False)
-    a = pipe(E["inputs.image"], seed=5, **kw)
+    frames = pipe(E["inputs.image"], frames=1, steps=1, min_cfg=1.0, max_cfg=1.0, seed=5, progress=False)
+    assert frames.shape == (1, 3, 64, 64)
     assert pipe.clip is None and pipe.cond_encoder is None and pipe.vae.encoder is None  # freed
-    b = pipe(E["inputs.image"], seed=5, **kw)  # encoders read again from the file
-    c = pipe(E["inputs.image"], seed=6, **kw)
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    cond, _ = pipe.condition(E["inputs.image"], 1, cond_noise=torch.zeros(1, 3, 64, 64), cond_aug=0.0)  # re-read
+    ref = E["cond.crossattn"][:, 0]
+    assert (cond["crossattn"][0].double() - ref).abs().max() <= 1e-4 * ref.abs().max()
