@@ -155,7 +155,7 @@ def fit_image(x: torch.Tensor, width: int | None = None, height: int | None = No
             raise ConfigError(f"{name} must be a multiple of 64 and >= 64, got {v}")
     if width is None and height is None:
         s = min(1.0, 1024 / max(h, w))
-        height, width = int(h * s) // 64 * 64, int(w * s) // 64 * 64
+        height, width = max(64, int(h * s) // 64 * 64), max(64, int(w * s) // 64 * 64)
     elif width is None:
         width = max(64, int(w * height / h) // 64 * 64)
     elif height is None:
