@@ -74,6 +74,7 @@ def test_image_inputs_and_fitting(tmp_path):
     assert fit_image(torch.zeros(1, 3, 576, 1024), log=notes.append).shape == (1, 3, 576, 1024) and len(notes) == 1
     assert fit_image(torch.zeros(1, 3, 720, 1280), log=notes.append).shape == (1, 3, 576, 1024)
     assert fit_image(torch.zeros(1, 3, 300, 300), width=128, height=192, log=notes.append).shape == (1, 3, 192, 128)
+    assert fit_image(torch.zeros(1, 3, 100, 2000), log=notes.append).shape == (1, 3, 64, 1024)  # never below 64
     with pytest.raises(ConfigError, match="multiple of 64"):
         fit_image(torch.zeros(1, 3, 300, 300), width=100)
     # files: RGBA is composited over white (documented), garbage is refused
