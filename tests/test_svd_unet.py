@@ -259,3 +259,42 @@ def test_group_norm32_matches_float64_group_norm(dtype, tol):
     ref = torch.nn.functional.group_norm(x, 32, gn.weight.double(), gn.bias.double(), 1e-5)
     out = gn.to(dtype)(x.to(dtype))
     assert out.dtype == dtype and rel_err(out, ref) <= tol
+
+
+def test_image_only_indicator_switches_the_temporal_paths_off():
+    # sgm's "learned_with_images": frames flagged as images use alpha = 1 (spatial path only) in every blender,
+    # which is what a model whose mix factors are all +inf (sigmoid = 1) computes for every frame
+    torch.manual_seed(0)
+    c = SVDUNetConfig(model_channels=32, channel_mult=(1, 2), transformer_depth=(1, 0), num_head_channels=16,
+                      context_dim=8)
+    m = SVDUNet(c).double().eval()
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            p.normal_(0.0, 1.0 if name.endswith("mix_factor") else 0.2)
+    T = 3
+    x, ts = torch.randn(2 * T, 8, 4, 4, dtype=torch.float64), torch.full((2 * T,), 0.3, dtype=torch.float64)
+    ctx, y = torch.randn(2 * T, 1, 8, dtype=torch.float64), torch.randn(2 * T, 768, dtype=torch.float64)
+    with torch.no_grad():
+        video = m(x, ts, ctx, y, T)
+        images = m(x, ts, ctx, y, T, image_only_indicator=torch.ones(2, T))
+        assert torch.equal(m(x, ts, ctx, y, T, image_only_indicator=torch.zeros(2, T)), video)
+        for name, p in m.named_parameters():
+            if name.endswith("mix_factor"):
+                p.fill_(100.0)
+        assert torch.allclose(images, m(x, ts, ctx, y, T), rtol=0, atol=1e-12)
+    assert rel_err(images, video) > 1e-2
+
+
+def test_diffusers_loader_errors(tmp_path):
+    from i2v.models.svd_unet import diffusers_head_channels
+
+    with pytest.raises(CheckpointError, match="config.json"):
+        SVDUNet.from_diffusers(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"block_out_channels": [320, 640], "num_attention_heads": [5, 10]}))
+    with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors"):
+        SVDUNet.from_diffusers(tmp_path)
+    assert diffusers_head_channels({"block_out_channels": [320, 640], "num_attention_heads": [5, 10]}) == 64
+    with pytest.raises(ConfigError, match="differ per level"):
+        diffusers_head_channels({"block_out_channels": [320, 640], "num_attention_heads": [5, 5]})
+    with pytest.raises(CheckpointError, match="expected diffusers U-Net keys"):
+        diffusers_unet_to_sgm({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1)})
