@@ -10,7 +10,8 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import camera, cinemagraph, flow, inspect, interpolate, samplers
+from .commands import camera, cinemagraph, decode, flow, inspect, interpolate, samplers
+from .commands import svd as svd_command
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
@@ -21,6 +22,8 @@ COMMANDS = {
     "camera": camera,
     "cinemagraph": cinemagraph,
     "interpolate": interpolate,
+    "animate": svd_command,
+    "decode": decode,
 }
 
 EPILOG = """examples:
