@@ -10,12 +10,13 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import samplers
+from .commands import samplers, train
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
     "samplers": samplers,
+    "train": train,
 }
 
 EPILOG = """examples:
