@@ -75,6 +75,7 @@ class LoopConfig:
     out_dir: str = "runs/builtin"
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda"
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    bf16: bool = True  # bfloat16 autocast for the forward pass (about 1.4x faster on AVX512-BF16 CPUs)
 
 
 @dataclass
@@ -354,7 +355,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
 
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
-        loss = diffusion_loss(denoiser, x0, make_cond(x0, labels, speeds), sigma, eps, cfg.diffusion.prediction)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+            loss = diffusion_loss(denoiser, x0, make_cond(x0, labels, speeds), sigma, eps, cfg.diffusion.prediction)
+        loss = loss.float()
         if not torch.isfinite(loss):
             from .errors import NumericalError
             raise NumericalError(f"training loss became {loss.item()} at step {step}; lower train.lr or raise warmup")

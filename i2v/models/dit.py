@@ -37,7 +37,7 @@ from .backbone import NULL_MOTION, ConditionEmbedding, load_strict, require
 @dataclass
 class DiTConfig:
     dim: int = 128  # token width
-    depth: int = 5  # number of (spatial attn, temporal attn, MLP) blocks
+    depth: int = 4  # number of (spatial attn, temporal attn, MLP) blocks
     patch: int = 4  # pixels per token side: a 64x64 frame is 16x16 = 256 tokens
     mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * dim (2, not DiT's 4: CPU budget)
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
@@ -75,11 +75,12 @@ def rope_angles(t: int, h: int, w: int, head_dim: int, device) -> torch.Tensor:
     return torch.cat(parts, dim=1).to(device)
 
 
-def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs (x_2j, x_2j+1) of the last axis by ``angles`` (broadcast over leading axes)."""
-    x1, x2 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    cos, sin = angles.cos(), angles.sin()
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2).to(x.dtype)
+def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Rotate consecutive pairs (x_2j, x_2j+1) of the last axis by the angles whose (cos, sin) are ``rope``:
+    (x1, x2) -> (x1 cos - x2 sin, x1 sin + x2 cos)."""
+    cos, sin = rope
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
 class SelfAttention(nn.Module):
@@ -89,10 +90,10 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x, angles):
-        # x: (n, s, d), angles: (s, head_dim/2) or (n, s, head_dim/2) broadcastable after the heads axis
+    def forward(self, x, rope):
+        # x: (n, s, d); rope: (cos, sin) of the angles, each (s, head_dim/2)
         q, k, v = rearrange(self.qkv(x), "n s (three heads e) -> three n heads s e", three=3, heads=self.heads)
-        q, k = apply_rope(q, angles), apply_rope(k, angles)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
         a = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(e)) v
         return self.proj(rearrange(a, "n heads s e -> n s (heads e)"))
 
@@ -120,20 +121,21 @@ class Block(nn.Module):
         self.full = cfg.attention == "full"
 
     def forward(self, x, c, angles, t: int):
-        # x: (b t) n d, c: (b t) d, angles: (t n, head_dim/2)
+        # x: (b t) n d, c: (b t) d, angles: (t n, head_dim/2) rotation angles
         bt, n, d = x.shape
         mods = self.ada(F.silu(c))[:, None].chunk(9, dim=-1)  # 9 x (b t) 1 d
         s1, sc1, g1, s2, sc2, g2, s3, sc3, g3 = mods
         h = modulate(self.norm1(x), s1, sc1)
         if self.full:  # one attention over all t*n tokens of a clip
             h = rearrange(h, "(b t) n d -> b (t n) d", t=t)
-            h = rearrange(self.spatial(h, angles), "b (t n) d -> (b t) n d", t=t)
+            h = rearrange(self.spatial(h, (angles.cos(), angles.sin())), "b (t n) d -> (b t) n d", t=t)
             x = x + g1 * h
         else:
-            x = x + g1 * self.spatial(h, angles[:n])  # within a frame: only (y, x) differences matter
+            a_s = angles[:n]  # within a frame only (y, x) differences matter
+            x = x + g1 * self.spatial(h, (a_s.cos(), a_s.sin()))
             h = rearrange(modulate(self.norm2(x), s2, sc2), "(b t) n d -> (b n) t d", t=t)
             ang_t = angles.reshape(t, n, -1)[:, 0]  # (t, e): positions along time at one patch
-            h = rearrange(self.temporal(h, ang_t), "(b n) t d -> (b t) n d", n=n)
+            h = rearrange(self.temporal(h, (ang_t.cos(), ang_t.sin())), "(b n) t d -> (b t) n d", n=n)
             x = x + g2 * h
         return x + g3 * self.mlp(modulate(self.norm3(x), s3, sc3))
 
