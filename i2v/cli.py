@@ -10,11 +10,13 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import samplers, train
+from .commands import animate, eval, samplers, train
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
+    "animate": animate,
+    "eval": eval,
     "samplers": samplers,
     "train": train,
 }
