@@ -33,6 +33,12 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from .backbone import NULL_MOTION, ConditionEmbedding, load_strict, require
 
+HEAD_DIM = 32  # target head width; heads = max(1, dim // 32), fixed because head counts leave no trace in shapes
+
+
+def num_heads(dim: int) -> int:
+    return max(1, dim // HEAD_DIM)
+
 
 @dataclass
 class DiTConfig:
@@ -42,12 +48,11 @@ class DiTConfig:
     mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * dim (2, not DiT's 4: CPU budget)
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
     num_motions: int = NULL_MOTION + 1  # motion classes + the null label for guidance
-    head_dim: int = 32  # attention head width (not visible in tensor shapes)
     attention: str = "factorised"  # "factorised" (space then time) or "full" (one 3D attention, no temporal weights)
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "DiTConfig":
-        """Read the config off tensor shapes (and "full" attention off the absence of temporal weights)."""
+        """Read the config off tensor shapes (and "full" attention off the absence of any temporal weight)."""
         what = "DiT"
         w = require(sd, "patch_embed.weight", what)  # (dim, 6 p^2)
         patch = int(round((w.shape[1] / 6) ** 0.5))
@@ -58,7 +63,7 @@ class DiTConfig:
         emb = require(sd, "embed.motion_embed.weight", what)
         return cls(dim=w.shape[0], depth=depth, patch=patch, mlp_ratio=mlp.shape[0] // w.shape[0],
                    emb_dim=emb.shape[1], num_motions=emb.shape[0],
-                   attention="factorised" if "blocks.0.temporal.qkv.weight" in sd else "full")
+                   attention="factorised" if any(".temporal." in k for k in sd) else "full")
 
 
 def rope_angles(t: int, h: int, w: int, head_dim: int, device) -> torch.Tensor:
@@ -84,9 +89,9 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, dim: int, head_dim: int):
+    def __init__(self, dim: int):
         super().__init__()
-        self.heads = max(1, dim // head_dim)
+        self.heads = num_heads(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -110,9 +115,9 @@ class Block(nn.Module):
         super().__init__()
         d = cfg.dim
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.spatial = SelfAttention(d, cfg.head_dim)
+        self.spatial = SelfAttention(d)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.temporal = SelfAttention(d, cfg.head_dim) if cfg.attention == "factorised" else None
+        self.temporal = SelfAttention(d) if cfg.attention == "factorised" else None
         self.norm3 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.mlp = nn.Sequential(nn.Linear(d, cfg.mlp_ratio * d), nn.GELU(approximate="tanh"), nn.Linear(cfg.mlp_ratio * d, d))
         self.ada = nn.Linear(cfg.emb_dim, 9 * d)  # (shift, scale, gate) x 3 branches
@@ -168,7 +173,7 @@ class DiT(nn.Module):
         cond = first_frame[:, :, None].expand(-1, -1, t, -1, -1).to(x.dtype)
         z = rearrange(torch.cat([x, cond], dim=1), "b c t (h p) (w q) -> (b t) (h w) (p q c)", p=p, q=p)
         z = self.patch_embed(z)  # (b t) n d
-        angles = rope_angles(t, h, w, self.config.head_dim, x.device)  # (t n, head_dim/2)
+        angles = rope_angles(t, h, w, self.config.dim // num_heads(self.config.dim), x.device)  # (t n, head_dim/2)
         for block in self.blocks:
             z = block(z, c, angles, t)
         shift, scale = self.ada_out(F.silu(c))[:, None].chunk(2, dim=-1)

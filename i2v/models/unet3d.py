@@ -28,6 +28,8 @@ from torch import nn
 
 from .backbone import NULL_MOTION, ConditionEmbedding, load_strict, require
 
+HEAD_DIM = 32  # attention head width; fixed (heads = channels // 32) because head counts leave no trace in shapes
+
 
 @dataclass
 class UNet3DConfig:
@@ -36,7 +38,6 @@ class UNet3DConfig:
     patch: int = 4  # pixel_unshuffle factor: 64x64 frames become a 16x16 grid
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
     num_motions: int = NULL_MOTION + 1  # motion classes + the null label for guidance
-    head_dim: int = 32  # attention head width (not visible in tensor shapes)
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "UNet3DConfig":
@@ -94,9 +95,9 @@ class ResBlock(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention over the last-but-one axis of (n, seq, c); output projection zero-initialised."""
 
-    def __init__(self, c: int, head_dim: int):
+    def __init__(self, c: int):
         super().__init__()
-        self.heads = max(1, c // head_dim)
+        self.heads = max(1, c // HEAD_DIM)
         self.norm = nn.LayerNorm(c)
         self.qkv = nn.Linear(c, 3 * c)
         self.proj = nn.Linear(c, c)
@@ -119,11 +120,11 @@ def frame_positions(t: int, c: int, device, dtype) -> torch.Tensor:
 class Level(nn.Module):
     """One U-Net stage: ResBlock, optional spatial attention, temporal attention (identity at init)."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, spatial: bool, head_dim: int):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, spatial: bool):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim)
-        self.spatial = Attention(c_out, head_dim) if spatial else None
-        self.temporal = Attention(c_out, head_dim)
+        self.spatial = Attention(c_out) if spatial else None
+        self.temporal = Attention(c_out)
 
     def forward(self, x, emb, t: int):
         x = self.res(x, emb, t)
@@ -146,11 +147,11 @@ class UNet3D(nn.Module):
         self.conv_in = nn.Conv2d(6 * cfg.patch**2, ch[0], 3, padding=1)
         self.down = nn.ModuleList()
         for i, c in enumerate(ch):
-            self.down.append(Level(ch[max(i - 1, 0)], c, cfg.emb_dim, cfg.spatial_attention[i], cfg.head_dim))
+            self.down.append(Level(ch[max(i - 1, 0)], c, cfg.emb_dim, cfg.spatial_attention[i]))
         self.up = nn.ModuleList()  # coarsest first; input = previous level output (upsampled) + skip
         for i in reversed(range(len(ch))):
             c_prev = ch[min(i + 1, len(ch) - 1)]  # the coarsest level gets its own down output
-            self.up.append(Level(c_prev + ch[i], ch[i], cfg.emb_dim, cfg.spatial_attention[i], cfg.head_dim))
+            self.up.append(Level(c_prev + ch[i], ch[i], cfg.emb_dim, cfg.spatial_attention[i]))
         self.norm_out = group_norm(ch[0])
         self.conv_out = nn.Conv2d(ch[0], 3 * cfg.patch**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
