@@ -297,7 +297,8 @@ def ema_update(ema, model, step: int, decay: float) -> None:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Run (or resume) training. Returns {'step', 'loss' (list of (step, loss)), 'minutes', 'out_dir'}."""
+    """Run (or resume) training. Returns {'step', 'loss' (list of (step, loss)), 'times' (perf_counter after each
+    step), 'minutes', 'out_dir'}."""
     import copy
 
     from tqdm import tqdm
@@ -327,7 +328,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     log(f"training {cfg.backbone} ({n_params / 1e6:.2f} M parameters) on {device}, "
         f"{cfg.diffusion.prediction} preconditioning, batch {tc.batch_size} x {cfg.data.frames} frames at {cfg.data.size}px")
     start = time.time()
-    history = []
+    history, times = [], []
     logfile = open(out / "log.txt", "a")
     bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.backbone}", disable=not progress, dynamic_ncols=True)
 
@@ -370,6 +371,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
 
         value = loss.item()
         history.append((step, value))
+        times.append(time.perf_counter())
         running = value if running is None else 0.95 * running + 0.05 * value
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
@@ -382,4 +384,4 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     checkpoint()
     logfile.close()
     log(f"done: step {step}, {minutes():.1f} min; wrote {ckpt} and {out / 'model.safetensors'}")
-    return {"step": step, "loss": history, "minutes": minutes(), "out_dir": str(out)}
+    return {"step": step, "loss": history, "times": times, "minutes": minutes(), "out_dir": str(out)}
