@@ -89,17 +89,19 @@ class Report:
 
 
 def eval_clips(clips_per_class: int = 3, data_seed: int = 0, frames: int = 16, size: int = 64,
-               motions=MOTIONS):
+               motions=MOTIONS, split: str = "eval"):
     """The held-out clips: class c, clip j is make_clip(clip_seed("eval", 1000 c + j)) with that motion."""
     for m in motions:
         c = MOTIONS.index(m)
         for j in range(clips_per_class):
-            yield make_clip(clip_seed("eval", 1000 * c + j, data_seed), motion=m, frames=frames, size=size)
+            yield make_clip(clip_seed(split, 1000 * c + j, data_seed), motion=m, frames=frames, size=size)
 
 
 def evaluate(pipelines: dict, clips_per_class: int = 3, steps: int = 20, sampler=None, data_seed: int = 0,
-             motions=MOTIONS, progress: bool = True) -> Report:
-    """Score ``pipelines`` ({name: BuiltinPipeline}) plus the static and oracle baselines; see the module doc."""
+             motions=MOTIONS, progress: bool = True, split: str = "eval", **sample_kw) -> Report:
+    """Score ``pipelines`` ({name: BuiltinPipeline}) plus the static and oracle baselines; see the module doc.
+    ``split="train"`` scores training clips instead (for choosing sampling options without touching the
+    held-out set); ``sample_kw`` (e.g. guidance, start_sigma) go to every pipeline call."""
     from tqdm import tqdm
 
     any_pipe = next(iter(pipelines.values()), None)
@@ -108,12 +110,12 @@ def evaluate(pipelines: dict, clips_per_class: int = 3, steps: int = 20, sampler
     methods = ["static", "oracle", *pipelines]
     per = {k: {m: [] for m in motions} for k in methods}
     temporal = {k: [] for k in ["ground truth", *methods]}
-    clips = list(eval_clips(clips_per_class, data_seed, frames, size, motions))
+    clips = list(eval_clips(clips_per_class, data_seed, frames, size, motions, split))
     for i, clip in enumerate(tqdm(clips, desc="eval", disable=not progress)):
         preds = {"static": static_prediction(clip), "oracle": oracle_prediction(clip)}
         for name, pipe in pipelines.items():
             out = pipe(clip.frames[0], motion=clip.motion, speed=clip.speed, steps=steps, sampler=sampler,
-                       seed=i, frames=frames, progress=False)
+                       seed=i, frames=frames, progress=False, **sample_kw)
             preds[name] = out.permute(0, 2, 3, 1).numpy()  # (t, c, h, w) -> (t, h, w, c)
         true = clip.frames
         for name, pred in preds.items():

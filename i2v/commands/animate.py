@@ -33,6 +33,9 @@ def add_arguments(parser):
     parser.add_argument("--frames", type=int, default=None, help="number of frames (default: the model's 16)")
     parser.add_argument("--guidance", type=float, default=1.0,
                         help="classifier-free guidance scale on the motion label (1 = off, default)")
+    parser.add_argument("--start-sigma", type=float, default=None,
+                        help="start from the still image plus noise of this level instead of pure noise (SDEdit; "
+                             "lower = closer to the input, less motion)")
     parser.add_argument("--upscale", type=float, default=1.0, help="resize the output by this factor (bicubic)")
 
 
@@ -41,6 +44,6 @@ def run(args) -> int:
     check_output(args)
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,
-                     guidance=args.guidance, upscale=args.upscale)
+                     guidance=args.guidance, upscale=args.upscale, start_sigma=args.start_sigma)
     write_video(frames, args)
     return 0

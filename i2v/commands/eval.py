@@ -21,6 +21,10 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     parser.add_argument("--sampler", default=None, help="sampler (default dpmpp_2m)")
     parser.add_argument("--data-seed", type=int, default=0, help="data seed of the held-out split (default 0)")
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = off)")
+    parser.add_argument("--start-sigma", type=float, default=None, help="SDEdit start level (default: pure noise)")
+    parser.add_argument("--split", default="eval", choices=("eval", "train"),
+                        help="held-out clips (default) or training clips, to tune options without the held-out set")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
 
@@ -45,7 +49,8 @@ def run(args) -> int:
             if b != "none":
                 pipes[b] = BuiltinPipeline.load(b)
     report = evaluate(pipes, clips_per_class=args.clips_per_class, steps=args.steps, sampler=args.sampler,
-                      data_seed=args.data_seed)
+                      data_seed=args.data_seed, split=args.split, guidance=args.guidance,
+                      start_sigma=args.start_sigma)
     print(format_table(report))
     if args.json:
         args.json.write_text(report.to_json())

@@ -42,7 +42,7 @@ def num_heads(dim: int) -> int:
 
 @dataclass
 class DiTConfig:
-    dim: int = 128  # token width
+    dim: int = 96  # token width
     depth: int = 4  # number of (spatial attn, temporal attn, MLP) blocks
     patch: int = 4  # pixels per token side: a 64x64 frame is 16x16 = 256 tokens
     mlp_ratio: int = 2  # MLP hidden width = mlp_ratio * dim (2, not DiT's 4: CPU budget)

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..errors import InputError
+from ..nn.embeddings import timestep_embedding
 from .backbone import NULL_MOTION, ConditionEmbedding, load_strict, require
 
 HEAD_DIM = 32  # attention head width; fixed (heads = channels // 32) because head counts leave no trace in shapes
@@ -33,7 +35,7 @@ HEAD_DIM = 32  # attention head width; fixed (heads = channels // 32) because he
 
 @dataclass
 class UNet3DConfig:
-    channels: tuple[int, ...] = (96, 128, 160)  # width per level; each level halves the resolution
+    channels: tuple[int, ...] = (64, 96, 128)  # width per level; each level halves the resolution
     spatial_attention: tuple[bool, ...] = (False, True, True)  # self-attention over h*w (costly at level 0)
     patch: int = 4  # pixel_unshuffle factor: 64x64 frames become a 16x16 grid
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
@@ -113,7 +115,6 @@ class Attention(nn.Module):
 
 def frame_positions(t: int, c: int, device, dtype) -> torch.Tensor:
     """(t, c) sinusoidal frame-index encoding added to the temporal attention's input."""
-    from ..nn.embeddings import timestep_embedding
     return timestep_embedding(torch.arange(t, device=device, dtype=torch.float32), c).to(dtype)
 
 
@@ -160,9 +161,9 @@ class UNet3D(nn.Module):
     def forward(self, x, c_noise, *, first_frame, motion, speed):
         b, _, t, H, W = x.shape
         p = self.config.patch
-        if H % (p * 2 ** (len(self.config.channels) - 1)) or W % (p * 2 ** (len(self.config.channels) - 1)):
-            from ..errors import InputError
-            raise InputError(f"UNet3D needs height and width divisible by {p * 2 ** (len(self.config.channels) - 1)}, got {H}x{W}")
+        k = p * 2 ** (len(self.config.channels) - 1)  # pixels per cell of the coarsest grid
+        if H % k or W % k:
+            raise InputError(f"UNet3D needs height and width divisible by {k}, got {H}x{W}")
         emb = self.embed(c_noise, motion, speed, t)  # (b t) d
         cond = first_frame[:, :, None].expand(-1, -1, t, -1, -1)  # (b, 3, h, w) -> (b, 3, t, h, w)
         h = rearrange(torch.cat([x, cond.to(x.dtype)], dim=1), "b c t h w -> (b t) c h w")

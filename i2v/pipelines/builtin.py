@@ -13,7 +13,8 @@ What happens (nothing hidden):
 3. ``Denoiser(model, prediction)`` turns the network into ``D(x, sigma) -> x0`` (EDM or flow preconditioning);
 4. any core sampler integrates from pure noise ``x = sigma_max * eps`` (eps from ``seed``) down to sigma = 0,
    conditioned on the first frame, the motion label and speed (optionally with classifier-free guidance over
-   the motion label);
+   the motion label). With ``start_sigma`` it starts instead from the still video (frame 0 repeated) plus noise
+   of that level, ``x = x_still + start_sigma * eps`` (SDEdit, Meng et al. 2022), trading motion for fidelity;
 5. frame 0 is replaced by the input image itself; ``upscale`` resizes the result (bicubic) on request.
 """
 
@@ -117,15 +118,22 @@ class BuiltinPipeline:
         return cls(model, meta.get("prediction", "edm"), int(meta.get("frames", 16)), int(meta.get("size", 64)),
                    kind, meta)
 
-    def sigmas(self, steps: int, schedule: str | None = None) -> torch.Tensor:
+    def sigmas(self, steps: int, schedule: str | None = None, start_sigma: float | None = None) -> torch.Tensor:
         schedule = schedule or DEFAULT_SCHEDULE[self.prediction]
         fn = get_schedule(schedule)
         if self.prediction == "flow":
             if schedule != "flow":
                 raise ConfigError(f"this model was trained with flow matching; use --schedule flow, not {schedule!r}")
+            if start_sigma is not None:
+                raise ConfigError("start_sigma is implemented for EDM models only")
             return fn(steps)
         if schedule == "flow":
             raise ConfigError("the 'flow' schedule is for flow-matching models; this one uses EDM (try karras)")
+        if start_sigma is not None:
+            if schedule not in ("karras", "exponential") or not SIGMA_MIN < start_sigma <= SIGMA_MAX:
+                raise ConfigError(f"start_sigma needs the karras or exponential schedule and a value in "
+                                  f"({SIGMA_MIN}, {SIGMA_MAX}], got {schedule!r} and {start_sigma}")
+            return fn(steps, sigma_min=SIGMA_MIN, sigma_max=float(start_sigma))
         if schedule in ("karras", "exponential"):
             return fn(steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
         return fn(steps)
@@ -133,7 +141,8 @@ class BuiltinPipeline:
     @torch.no_grad()
     def __call__(self, image, motion: str = "zoom-in", speed: float = 1.0, steps: int = 20,
                  sampler: str | None = None, schedule: str | None = None, seed: int = 0, frames: int | None = None,
-                 guidance: float = 1.0, upscale: float = 1.0, progress: bool = True) -> torch.Tensor:
+                 guidance: float = 1.0, upscale: float = 1.0, start_sigma: float | None = None,
+                 progress: bool = True) -> torch.Tensor:
         label = motion_index(motion)
         frames = self.frames if frames is None else int(frames)
         if not 2 <= frames <= 64:
@@ -148,7 +157,7 @@ class BuiltinPipeline:
         if self.prediction != "flow" and sampler == "flow_euler":
             raise ConfigError("flow_euler is for flow-matching models; this one uses EDM (try dpmpp_2m, euler, heun)")
         sample = get_sampler(sampler)
-        sigmas = self.sigmas(steps, schedule)
+        sigmas = self.sigmas(steps, schedule, start_sigma)
 
         device = next(self.model.parameters()).device
         first = prepare_image(image, self.size).to(device)  # (3, h, w) in [0, 1]
@@ -161,6 +170,8 @@ class BuiltinPipeline:
         g = torch.Generator().manual_seed(int(seed))
         eps = torch.randn((1, 3, frames, self.size, self.size), generator=g).to(device)  # (b, c, t, h, w)
         x = eps * (1.0 if self.prediction == "flow" else float(sigmas[0]))
+        if start_sigma is not None:  # SDEdit: x = still video + sigma eps
+            x = x + cond["first_frame"][:, :, None]  # (b, 3, h, w) -> (b, 3, 1, h, w), broadcast over frames
         cb = progress_callback(steps, f"animate ({self.backbone})") if progress else None
         x0 = sample(denoiser, x, sigmas.to(device), cond=cond, generator=g, callback=cb)
         out = ((x0[0].float().clamp(-1, 1) + 1) / 2).permute(1, 0, 2, 3)  # (c, t, h, w) -> (t, c, h, w)
@@ -184,8 +195,9 @@ def load(backbone: str = "unet", path=None, device="cpu") -> BuiltinPipeline:
 
 def animate(image, motion: str = "zoom-in", backbone: str = "unet", steps: int = 20, sampler: str | None = None,
             schedule: str | None = None, seed: int = 0, frames: int | None = None, speed: float = 1.0,
-            guidance: float = 1.0, upscale: float = 1.0, progress: bool = True) -> torch.Tensor:
+            guidance: float = 1.0, upscale: float = 1.0, start_sigma: float | None = None,
+            progress: bool = True) -> torch.Tensor:
     """Animate ``image`` (path, PIL image or uint8 array) with the built-in model; (t, 3, h, w) float in [0, 1]."""
     pipe = load(backbone)
     return pipe(image, motion=motion, speed=speed, steps=steps, sampler=sampler, schedule=schedule, seed=seed,
-                frames=frames, guidance=guidance, upscale=upscale, progress=progress)
+                frames=frames, guidance=guidance, upscale=upscale, start_sigma=start_sigma, progress=progress)
