@@ -18,7 +18,7 @@ Layouts::
 
     x (b, 3, t, H, W) + first frame (b, 3, H, W)
       -> cat (b, 6, t, H, W) -> patches 'b c t (h p) (w q) -> b t (h w) (p q c)' -> Linear -> (b, t, n, d)
-      -> blocks -> adaLN + Linear (zero init) -> (b, t, n, p q 3) -> (b, 3, t, H, W)
+      -> blocks -> adaLN, cat input patch, Linear (zero init) -> (b, t, n, p q 3) -> (b, 3, t, H, W)
 """
 
 from __future__ import annotations
@@ -158,7 +158,9 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(cfg.dim, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Linear(cfg.emb_dim, 2 * cfg.dim)
-        self.out = nn.Linear(cfg.dim, 3 * cfg.patch**2)
+        # the output layer also sees the raw input patch (noisy + first frame): a long skip, so low-noise
+        # denoising does not depend on squeezing every pixel through the token width
+        self.out = nn.Linear(cfg.dim + 6 * cfg.patch**2, 3 * cfg.patch**2)
         for m in (self.ada_out, self.out):  # DiT: zero-initialised final layer
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
@@ -172,12 +174,13 @@ class DiT(nn.Module):
         c = self.embed(c_noise, motion, speed, t)  # (b t) d
         cond = first_frame[:, :, None].expand(-1, -1, t, -1, -1).to(x.dtype)
         z = rearrange(torch.cat([x, cond], dim=1), "b c t (h p) (w q) -> (b t) (h w) (p q c)", p=p, q=p)
+        patches = z
         z = self.patch_embed(z)  # (b t) n d
         angles = rope_angles(t, h, w, self.config.dim // num_heads(self.config.dim), x.device)  # (t n, head_dim/2)
         for block in self.blocks:
             z = block(z, c, angles, t)
         shift, scale = self.ada_out(F.silu(c))[:, None].chunk(2, dim=-1)
-        z = self.out(modulate(self.norm_out(z), shift, scale))  # (b t) n (p q 3)
+        z = self.out(torch.cat([modulate(self.norm_out(z), shift, scale), patches], dim=-1))  # (b t) n (p q 3)
         return rearrange(z, "(b t) (h w) (p q c) -> b c t (h p) (w q)", t=t, h=h, p=p, q=p)
 
     @classmethod

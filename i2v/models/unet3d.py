@@ -14,7 +14,7 @@ Layouts::
     x (b, 3, t, H, W) + first frame (b, 3, H, W)      H = W = 64
       -> (b t) 6 H W -> pixel_unshuffle(p) -> (b t) 6p^2 H/p W/p
       -> levels [c0 @ H/p, c1 @ H/2p, c2 @ H/4p]: ResBlock(+temporal conv) [+ spatial attn] + temporal attn
-      -> pixel_shuffle(p) -> (b, 3, t, H, W)
+      -> conv_out(cat[features, unshuffled input]) -> pixel_shuffle(p) -> (b, 3, t, H, W)
 """
 
 from __future__ import annotations
@@ -154,7 +154,9 @@ class UNet3D(nn.Module):
             c_prev = ch[min(i + 1, len(ch) - 1)]  # the coarsest level gets its own down output
             self.up.append(Level(c_prev + ch[i], ch[i], cfg.emb_dim, cfg.spatial_attention[i]))
         self.norm_out = group_norm(ch[0])
-        self.conv_out = nn.Conv2d(ch[0], 3 * cfg.patch**2, 3, padding=1)
+        # the output conv also sees the unshuffled input itself: 48 noisy values per cell cannot squeeze through
+        # c0 = 64 features, and low-noise denoising needs every one of them (a long skip connection)
+        self.conv_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, 3 * cfg.patch**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -167,7 +169,8 @@ class UNet3D(nn.Module):
         emb = self.embed(c_noise, motion, speed, t)  # (b t) d
         cond = first_frame[:, :, None].expand(-1, -1, t, -1, -1)  # (b, 3, h, w) -> (b, 3, t, h, w)
         h = rearrange(torch.cat([x, cond.to(x.dtype)], dim=1), "b c t h w -> (b t) c h w")
-        h = self.conv_in(F.pixel_unshuffle(h, p))  # (b t) 6p^2 H/p W/p -> (b t) c0 H/p W/p
+        h_in = F.pixel_unshuffle(h, p)  # (b t) 6 H W -> (b t) 6p^2 H/p W/p
+        h = self.conv_in(h_in)  # -> (b t) c0 H/p W/p
         skips = []
         for i, level in enumerate(self.down):
             if i > 0:
@@ -178,7 +181,8 @@ class UNet3D(nn.Module):
             if j > 0:
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = level(torch.cat([h, skips.pop()], dim=1), emb, t)
-        h = F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), p)  # (b t) 3 H W
+        h = torch.cat([F.silu(self.norm_out(h)), h_in], dim=1)  # (b t) c0+6p^2 H/p W/p
+        h = F.pixel_shuffle(self.conv_out(h), p)  # (b t) 3p^2 H/p W/p -> (b t) 3 H W
         return rearrange(h, "(b t) c h w -> b c t h w", t=t)
 
     @classmethod
