@@ -36,6 +36,8 @@ def add_arguments(parser):
     parser.add_argument("--start-sigma", type=float, default=None,
                         help="start from the still image plus noise of this level instead of pure noise (SDEdit; "
                              "lower = closer to the input, less motion)")
+    parser.add_argument("--sigma-min", type=float, default=0.002,
+                        help="lowest noise level before the final jump to 0 (default 0.002; larger = smoother)")
     parser.add_argument("--upscale", type=float, default=1.0, help="resize the output by this factor (bicubic)")
 
 
@@ -44,6 +46,7 @@ def run(args) -> int:
     check_output(args)
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,
-                     guidance=args.guidance, upscale=args.upscale, start_sigma=args.start_sigma)
+                     guidance=args.guidance, upscale=args.upscale, start_sigma=args.start_sigma,
+                     sigma_min=args.sigma_min)
     write_video(frames, args)
     return 0

@@ -23,6 +23,7 @@ def add_arguments(parser):
     parser.add_argument("--data-seed", type=int, default=0, help="data seed of the held-out split (default 0)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = off)")
     parser.add_argument("--start-sigma", type=float, default=None, help="SDEdit start level (default: pure noise)")
+    parser.add_argument("--sigma-min", type=float, default=0.002, help="lowest noise level (default 0.002)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="held-out clips (default) or training clips, to tune options without the held-out set")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -50,7 +51,7 @@ def run(args) -> int:
                 pipes[b] = BuiltinPipeline.load(b)
     report = evaluate(pipes, clips_per_class=args.clips_per_class, steps=args.steps, sampler=args.sampler,
                       data_seed=args.data_seed, split=args.split, guidance=args.guidance,
-                      start_sigma=args.start_sigma)
+                      start_sigma=args.start_sigma, sigma_min=args.sigma_min)
     print(format_table(report))
     if args.json:
         args.json.write_text(report.to_json())

@@ -118,7 +118,11 @@ class BuiltinPipeline:
         return cls(model, meta.get("prediction", "edm"), int(meta.get("frames", 16)), int(meta.get("size", 64)),
                    kind, meta)
 
-    def sigmas(self, steps: int, schedule: str | None = None, start_sigma: float | None = None) -> torch.Tensor:
+    def sigmas(self, steps: int, schedule: str | None = None, start_sigma: float | None = None,
+               sigma_min: float = SIGMA_MIN) -> torch.Tensor:
+        """The noise levels to sample through. ``sigma_min`` > 0.002 stops early: the last step jumps from
+        sigma_min to 0, i.e. returns the denoiser's estimate D(x, sigma_min) (smoother, less residual noise
+        from an undertrained low-noise regime)."""
         schedule = schedule or DEFAULT_SCHEDULE[self.prediction]
         fn = get_schedule(schedule)
         if self.prediction == "flow":
@@ -129,20 +133,21 @@ class BuiltinPipeline:
             return fn(steps)
         if schedule == "flow":
             raise ConfigError("the 'flow' schedule is for flow-matching models; this one uses EDM (try karras)")
-        if start_sigma is not None:
-            if schedule not in ("karras", "exponential") or not SIGMA_MIN < start_sigma <= SIGMA_MAX:
-                raise ConfigError(f"start_sigma needs the karras or exponential schedule and a value in "
-                                  f"({SIGMA_MIN}, {SIGMA_MAX}], got {schedule!r} and {start_sigma}")
-            return fn(steps, sigma_min=SIGMA_MIN, sigma_max=float(start_sigma))
+        top = SIGMA_MAX if start_sigma is None else float(start_sigma)
+        if (start_sigma is not None or sigma_min != SIGMA_MIN) and schedule not in ("karras", "exponential"):
+            raise ConfigError(f"start_sigma and sigma_min need the karras or exponential schedule, not {schedule!r}")
+        if not 0 < sigma_min < top <= SIGMA_MAX:
+            raise ConfigError(f"need 0 < sigma_min < start_sigma <= {SIGMA_MAX}, got sigma_min={sigma_min}, "
+                              f"start_sigma={start_sigma}")
         if schedule in ("karras", "exponential"):
-            return fn(steps, sigma_min=SIGMA_MIN, sigma_max=SIGMA_MAX)
+            return fn(steps, sigma_min=float(sigma_min), sigma_max=top)
         return fn(steps)
 
     @torch.no_grad()
     def __call__(self, image, motion: str = "zoom-in", speed: float = 1.0, steps: int = 20,
                  sampler: str | None = None, schedule: str | None = None, seed: int = 0, frames: int | None = None,
                  guidance: float = 1.0, upscale: float = 1.0, start_sigma: float | None = None,
-                 progress: bool = True) -> torch.Tensor:
+                 sigma_min: float = SIGMA_MIN, progress: bool = True) -> torch.Tensor:
         label = motion_index(motion)
         frames = self.frames if frames is None else int(frames)
         if not 2 <= frames <= 64:
@@ -157,7 +162,7 @@ class BuiltinPipeline:
         if self.prediction != "flow" and sampler == "flow_euler":
             raise ConfigError("flow_euler is for flow-matching models; this one uses EDM (try dpmpp_2m, euler, heun)")
         sample = get_sampler(sampler)
-        sigmas = self.sigmas(steps, schedule, start_sigma)
+        sigmas = self.sigmas(steps, schedule, start_sigma, sigma_min)
 
         device = next(self.model.parameters()).device
         first = prepare_image(image, self.size).to(device)  # (3, h, w) in [0, 1]
@@ -196,8 +201,8 @@ def load(backbone: str = "unet", path=None, device="cpu") -> BuiltinPipeline:
 def animate(image, motion: str = "zoom-in", backbone: str = "unet", steps: int = 20, sampler: str | None = None,
             schedule: str | None = None, seed: int = 0, frames: int | None = None, speed: float = 1.0,
             guidance: float = 1.0, upscale: float = 1.0, start_sigma: float | None = None,
-            progress: bool = True) -> torch.Tensor:
+            sigma_min: float = SIGMA_MIN, progress: bool = True) -> torch.Tensor:
     """Animate ``image`` (path, PIL image or uint8 array) with the built-in model; (t, 3, h, w) float in [0, 1]."""
     pipe = load(backbone)
     return pipe(image, motion=motion, speed=speed, steps=steps, sampler=sampler, schedule=schedule, seed=seed,
-                frames=frames, guidance=guidance, upscale=upscale, start_sigma=start_sigma, progress=progress)
+                frames=frames, guidance=guidance, upscale=upscale, start_sigma=start_sigma, sigma_min=sigma_min, progress=progress)
