@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .data.procedural import MOTIONS, clip_seed, make_clip
+from .errors import ConfigError
 from .motion.flow import estimate_flow
 from .motion.warp import backward_warp, inside_mask
 
@@ -86,6 +87,17 @@ class Report:
     def to_json(self) -> str:
         return json.dumps({"clips_per_class": self.clips_per_class, "steps": self.steps,
                            "scores": self.scores, "temporal": self.temporal}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        d = json.loads(text)
+        return cls(d["clips_per_class"], d["steps"], d["scores"], d["temporal"])
+
+    def merge(self, other: "Report") -> "Report":
+        """This report plus the methods of ``other`` (same clips: e.g. two backbones evaluated in parallel)."""
+        if (other.clips_per_class, other.steps) != (self.clips_per_class, self.steps):
+            raise ConfigError("cannot merge reports made with different clips_per_class or steps")
+        return Report(self.clips_per_class, self.steps, {**self.scores, **other.scores}, {**self.temporal, **other.temporal})
 
 
 def eval_clips(clips_per_class: int = 3, data_seed: int = 0, frames: int = 16, size: int = 64,

@@ -9,7 +9,8 @@ EXAMPLES = """examples:
   i2v eval                                        both backbones, 3 clips per motion class, 20 steps
   i2v eval --backbone unet --clips-per-class 1    quick look
   i2v eval --weights runs/builtin_unet/model.safetensors --json scores.json
-  i2v eval --backbone none                        only the static and oracle baselines"""
+  i2v eval --backbone none                        only the static and oracle baselines
+  i2v eval --backbone unet --json u.json & i2v eval --backbone dit --json d.json; i2v eval --merge u.json d.json"""
 
 
 def add_arguments(parser):
@@ -28,15 +29,24 @@ def add_arguments(parser):
                         help="held-out clips (default) or training clips, to tune options without the held-out set")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[],
+                        help="print the table of these --json reports combined (no evaluation)")
 
 
 def run(args) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..evaluate import evaluate, format_table
+    from ..evaluate import Report, evaluate, format_table
     from ..pipelines.builtin import BuiltinPipeline
 
+    if args.merge:
+        reports = [Report.from_json(p.read_text()) for p in args.merge]
+        merged = reports[0]
+        for r in reports[1:]:
+            merged = merged.merge(r)
+        print(format_table(merged))
+        return 0
     if args.clips_per_class < 1:
         raise ConfigError(f"--clips-per-class must be >= 1, got {args.clips_per_class}")
     torch.set_num_threads(args.threads)
