@@ -36,8 +36,9 @@ def add_arguments(parser):
     parser.add_argument("--start-sigma", type=float, default=None,
                         help="start from the still image plus noise of this level instead of pure noise (SDEdit; "
                              "lower = closer to the input, less motion)")
-    parser.add_argument("--sigma-min", type=float, default=0.002,
-                        help="lowest noise level before the final jump to 0 (default 0.002; larger = smoother)")
+    parser.add_argument("--sigma-min", type=float, default=None,
+                        help="lowest noise level before the final jump to 0 (default: the weights' recommendation, "
+                             "else 0.002; larger = smoother, less residual noise)")
     parser.add_argument("--upscale", type=float, default=1.0, help="resize the output by this factor (bicubic)")
 
 

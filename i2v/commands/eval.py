@@ -24,7 +24,8 @@ def add_arguments(parser):
     parser.add_argument("--data-seed", type=int, default=0, help="data seed of the held-out split (default 0)")
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (default 1 = off)")
     parser.add_argument("--start-sigma", type=float, default=None, help="SDEdit start level (default: pure noise)")
-    parser.add_argument("--sigma-min", type=float, default=0.002, help="lowest noise level (default 0.002)")
+    parser.add_argument("--sigma-min", type=float, default=None,
+                        help="lowest noise level (default: the weights' recommendation, else 0.002)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="held-out clips (default) or training clips, to tune options without the held-out set")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -119,35 +119,39 @@ class BuiltinPipeline:
                    kind, meta)
 
     def sigmas(self, steps: int, schedule: str | None = None, start_sigma: float | None = None,
-               sigma_min: float = SIGMA_MIN) -> torch.Tensor:
+               sigma_min: float | None = None) -> torch.Tensor:
         """The noise levels to sample through. ``sigma_min`` > 0.002 stops early: the last step jumps from
         sigma_min to 0, i.e. returns the denoiser's estimate D(x, sigma_min) (smoother, less residual noise
-        from an undertrained low-noise regime)."""
+        from an undertrained low-noise regime). None: the weights' recommendation (metadata ``sigma_min``,
+        chosen on training clips; see docs/builtin-model.md), else 0.002."""
+        explicit = sigma_min is not None
+        if sigma_min is None:
+            sigma_min = float(self.metadata.get("sigma_min", SIGMA_MIN))
         schedule = schedule or DEFAULT_SCHEDULE[self.prediction]
         fn = get_schedule(schedule)
         if self.prediction == "flow":
             if schedule != "flow":
                 raise ConfigError(f"this model was trained with flow matching; use --schedule flow, not {schedule!r}")
-            if start_sigma is not None:
-                raise ConfigError("start_sigma is implemented for EDM models only")
+            if start_sigma is not None or explicit:
+                raise ConfigError("start_sigma and sigma_min are implemented for EDM models only")
             return fn(steps)
         if schedule == "flow":
             raise ConfigError("the 'flow' schedule is for flow-matching models; this one uses EDM (try karras)")
+        if schedule not in ("karras", "exponential"):  # VP schedules bring their own sigma range
+            if start_sigma is not None or explicit:
+                raise ConfigError(f"start_sigma and sigma_min need the karras or exponential schedule, not {schedule!r}")
+            return fn(steps)
         top = SIGMA_MAX if start_sigma is None else float(start_sigma)
-        if (start_sigma is not None or sigma_min != SIGMA_MIN) and schedule not in ("karras", "exponential"):
-            raise ConfigError(f"start_sigma and sigma_min need the karras or exponential schedule, not {schedule!r}")
         if not 0 < sigma_min < top <= SIGMA_MAX:
             raise ConfigError(f"need 0 < sigma_min < start_sigma <= {SIGMA_MAX}, got sigma_min={sigma_min}, "
                               f"start_sigma={start_sigma}")
-        if schedule in ("karras", "exponential"):
-            return fn(steps, sigma_min=float(sigma_min), sigma_max=top)
-        return fn(steps)
+        return fn(steps, sigma_min=float(sigma_min), sigma_max=top)
 
     @torch.no_grad()
     def __call__(self, image, motion: str = "zoom-in", speed: float = 1.0, steps: int = 20,
                  sampler: str | None = None, schedule: str | None = None, seed: int = 0, frames: int | None = None,
                  guidance: float = 1.0, upscale: float = 1.0, start_sigma: float | None = None,
-                 sigma_min: float = SIGMA_MIN, progress: bool = True) -> torch.Tensor:
+                 sigma_min: float | None = None, progress: bool = True) -> torch.Tensor:
         label = motion_index(motion)
         frames = self.frames if frames is None else int(frames)
         if not 2 <= frames <= 64:
@@ -201,7 +205,7 @@ def load(backbone: str = "unet", path=None, device="cpu") -> BuiltinPipeline:
 def animate(image, motion: str = "zoom-in", backbone: str = "unet", steps: int = 20, sampler: str | None = None,
             schedule: str | None = None, seed: int = 0, frames: int | None = None, speed: float = 1.0,
             guidance: float = 1.0, upscale: float = 1.0, start_sigma: float | None = None,
-            sigma_min: float = SIGMA_MIN, progress: bool = True) -> torch.Tensor:
+            sigma_min: float | None = None, progress: bool = True) -> torch.Tensor:
     """Animate ``image`` (path, PIL image or uint8 array) with the built-in model; (t, 3, h, w) float in [0, 1]."""
     pipe = load(backbone)
     return pipe(image, motion=motion, speed=speed, steps=steps, sampler=sampler, schedule=schedule, seed=seed,
