@@ -3,6 +3,9 @@ backbone (target: under 5 s on 2 CPU cores) and training steps per second at the
 
     python benchmarks/builtin.py [--threads 2] [--repeats 3] [--train-steps 5]
 
+Run it from the repository root (it reads configs/builtin_*.toml and weights/); in a checkout without an
+installed i2v, prefix ``PYTHONPATH=.``.
+
 Times vary with the machine and its load, so each figure is also printed as a ratio to a reference workload
 run in the same process (a float32 512x512 matmul chain, ~1 GFLOP): compare ratios between machines, seconds
 only on one machine.

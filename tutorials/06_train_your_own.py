@@ -7,7 +7,8 @@
 #
 # 1. look at the training data, 2. train a small model, 3. sample from it, 4. evaluate it against the static
 # baseline and the oracle. Figures go to `$I2V_TUTORIAL_OUT` (default `docs/figures/`).
-# `I2V_TUTORIAL_SMALL=1` shrinks everything so it runs in seconds (CI).
+# `I2V_TUTORIAL_SMALL=1` shrinks everything so it runs in seconds (CI). Run it from the repository root
+# (it reads `configs/builtin_unet.toml`): `python tutorials/06_train_your_own.py`.
 
 # %%
 import os
