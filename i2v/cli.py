@@ -10,20 +10,21 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import camera, cinemagraph, decode, flow, inspect, interpolate, samplers
-from .commands import svd as svd_command
+from .commands import animate, camera, cinemagraph, decode, eval, flow, inspect, interpolate, samplers, train
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
+    "animate": animate,
+    "decode": decode,
+    "train": train,
+    "eval": eval,
     "samplers": samplers,
     "inspect": inspect,
     "flow": flow,
     "camera": camera,
     "cinemagraph": cinemagraph,
     "interpolate": interpolate,
-    "animate": svd_command,
-    "decode": decode,
 }
 
 EPILOG = """examples:

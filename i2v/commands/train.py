@@ -1,0 +1,24 @@
+"""`i2v train`: train the built-in image-to-video model from a TOML preset (see i2v/train.py)."""
+
+from __future__ import annotations
+
+HELP = "train the built-in image-to-video model on procedural clips (CPU or CUDA)"
+EXAMPLES = """examples:
+  i2v train --config configs/builtin_unet.toml
+  i2v train --config configs/builtin_dit.toml --set train.max_minutes=30 --set train.threads=1
+  i2v train --config configs/builtin_unet.toml --resume          continue from runs/builtin_unet/checkpoint.safetensors
+  i2v train --config configs/builtin_unet.toml --set train.steps=50 --set train.out_dir=runs/smoke"""
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", required=True, help="TOML preset, e.g. configs/builtin_unet.toml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (TOML syntax, type-checked); repeatable")
+    parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.safetensors")
+
+
+def run(args) -> int:
+    from ..train import load_config, train
+    cfg = load_config(args.config, args.overrides)
+    train(cfg, resume=args.resume)
+    return 0

@@ -1,0 +1,170 @@
+"""Evaluating the built-in model on held-out procedural clips: ``i2v eval``.
+
+For every motion class, ``clips_per_class`` clips of the *eval* split (seeds that training never draws, see
+:func:`i2v.data.procedural.clip_seed`) are rendered; each method predicts frames 1..T-1 from frame 0, the
+label and the speed, and is scored against the true frames:
+
+- **PSNR** ``10 log10(1 / MSE)`` per frame (pixels in [0, 1]), averaged over frames 1..T-1 and clips;
+- **SSIM** (Wang et al. 2004; scikit-image's ``structural_similarity``, 7x7 window, per frame);
+- **warping error**: mean |f_{k+1} - warp(f_k, F)| over pixels whose flow lands inside the frame, with F the
+  DIS optical flow from f_{k+1} to f_k estimated *on the clip itself* (so the same measurement applies to
+  real and generated clips);
+- **flicker**: mean |f_{k+1} - f_k| over consecutive frames.
+
+Methods: each model; **static** (frame 0 repeated: the baseline to beat); **oracle** (frame 0 backward-warped
+with the true flow, which ignores disocclusions and new content: the ceiling of a model that only moves
+pixels); and for the temporal metrics **ground truth** (the true clips).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .data.procedural import MOTIONS, clip_seed, make_clip
+from .errors import ConfigError
+from .motion.flow import estimate_flow
+from .motion.warp import backward_warp, inside_mask
+
+MOVING = tuple(m for m in MOTIONS if m != "static")
+
+
+def psnr(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean over frames of 10 log10(1 / MSE); arrays (t, h, w, 3) in [0, 1]."""
+    mse = ((pred.astype(np.float64) - true.astype(np.float64)) ** 2).reshape(len(pred), -1).mean(axis=1)
+    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))
+
+
+def ssim(pred: np.ndarray, true: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+    return float(np.mean([structural_similarity(p, t, channel_axis=-1, data_range=1.0)
+                          for p, t in zip(pred.astype(np.float64), true.astype(np.float64))]))
+
+
+def warping_error(frames: np.ndarray) -> float:
+    """Mean over consecutive pairs of the masked mean |f_{k+1} - warp(f_k, flow_{k+1 -> k})| (flow by DIS)."""
+    errs = []
+    for a, b in zip(frames[1:], frames[:-1]):
+        flow = torch.from_numpy(estimate_flow(a, b)).permute(2, 0, 1)[None]  # a(p) ~ b(p + F(p))
+        warped = backward_warp(torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)[None].float(), flow)
+        mask = inside_mask(flow)[0, 0].numpy()
+        diff = np.abs(warped[0].permute(1, 2, 0).numpy() - a).mean(axis=-1)
+        errs.append(float((diff * mask).sum() / max(mask.sum(), 1)))
+    return float(np.mean(errs))
+
+
+def flicker(frames: np.ndarray) -> float:
+    """Mean absolute difference of consecutive frames."""
+    return float(np.abs(np.diff(frames.astype(np.float64), axis=0)).mean())
+
+
+def static_prediction(clip) -> np.ndarray:
+    """The baseline: frame 0 repeated."""
+    return np.repeat(clip.frames[:1], len(clip.frames), axis=0)
+
+
+def oracle_prediction(clip) -> np.ndarray:
+    """Frame 0 backward-warped with the true flow to frame 0 (frame k pixel p <- frame 0 at p + flow_k(p))."""
+    f0 = torch.from_numpy(clip.frames[0]).permute(2, 0, 1)[None].expand(len(clip.frames), -1, -1, -1)
+    flow = torch.from_numpy(clip.flow).permute(0, 3, 1, 2)  # (t, h, w, 2) -> (t, 2, h, w)
+    return backward_warp(f0.contiguous(), flow).permute(0, 2, 3, 1).clamp(0, 1).numpy()
+
+
+@dataclass
+class Report:
+    """scores[method][motion] = (psnr, ssim); temporal[method] = (warping error, flicker)."""
+    clips_per_class: int
+    steps: int
+    scores: dict = field(default_factory=dict)
+    temporal: dict = field(default_factory=dict)
+
+    def mean_moving_psnr(self, method: str) -> float:
+        return float(np.mean([self.scores[method][m][0] for m in MOVING if m in self.scores[method]]))
+
+    def to_json(self) -> str:
+        return json.dumps({"clips_per_class": self.clips_per_class, "steps": self.steps,
+                           "scores": self.scores, "temporal": self.temporal}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Report":
+        d = json.loads(text)
+        return cls(d["clips_per_class"], d["steps"], d["scores"], d["temporal"])
+
+    def merge(self, other: "Report") -> "Report":
+        """This report plus the methods of ``other`` (same clips: e.g. two backbones evaluated in parallel)."""
+        if (other.clips_per_class, other.steps) != (self.clips_per_class, self.steps):
+            raise ConfigError("cannot merge reports made with different clips_per_class or steps")
+        return Report(self.clips_per_class, self.steps, {**self.scores, **other.scores}, {**self.temporal, **other.temporal})
+
+
+def eval_clips(clips_per_class: int = 3, data_seed: int = 0, frames: int = 16, size: int = 64,
+               motions=MOTIONS, split: str = "eval"):
+    """The held-out clips: class c, clip j is make_clip(clip_seed("eval", 1000 c + j)) with that motion."""
+    for m in motions:
+        c = MOTIONS.index(m)
+        for j in range(clips_per_class):
+            yield make_clip(clip_seed(split, 1000 * c + j, data_seed), motion=m, frames=frames, size=size)
+
+
+def evaluate(pipelines: dict, clips_per_class: int = 3, steps: int = 20, sampler=None, data_seed: int = 0,
+             motions=MOTIONS, progress: bool = True, split: str = "eval", **sample_kw) -> Report:
+    """Score ``pipelines`` ({name: BuiltinPipeline}) plus the static and oracle baselines; see the module doc.
+    ``split="train"`` scores training clips instead (for choosing sampling options without touching the
+    held-out set); ``sample_kw`` (e.g. guidance, start_sigma) go to every pipeline call."""
+    from tqdm import tqdm
+
+    any_pipe = next(iter(pipelines.values()), None)
+    frames = any_pipe.frames if any_pipe else 16
+    size = any_pipe.size if any_pipe else 64
+    methods = ["static", "oracle", *pipelines]
+    per = {k: {m: [] for m in motions} for k in methods}
+    temporal = {k: [] for k in ["ground truth", *methods]}
+    clips = list(eval_clips(clips_per_class, data_seed, frames, size, motions, split))
+    for i, clip in enumerate(tqdm(clips, desc="eval", disable=not progress)):
+        preds = {"static": static_prediction(clip), "oracle": oracle_prediction(clip)}
+        for name, pipe in pipelines.items():
+            out = pipe(clip.frames[0], motion=clip.motion, speed=clip.speed, steps=steps, sampler=sampler,
+                       seed=i, frames=frames, progress=False, **sample_kw)
+            preds[name] = out.permute(0, 2, 3, 1).numpy()  # (t, c, h, w) -> (t, h, w, c)
+        true = clip.frames
+        for name, pred in preds.items():
+            per[name][clip.motion].append((psnr(pred[1:], true[1:]), ssim(pred[1:], true[1:])))
+        moving = clip.motion != "static"
+        if moving:  # temporal metrics on moving clips (on static ones every method scores ~0)
+            temporal["ground truth"].append((warping_error(true), flicker(true)))
+            for name in ["oracle", *pipelines]:
+                temporal[name].append((warping_error(preds[name]), flicker(preds[name])))
+    report = Report(clips_per_class, steps)
+    for name in methods:
+        report.scores[name] = {m: tuple(float(v) for v in np.mean(per[name][m], axis=0)) for m in motions}
+    for name, vals in temporal.items():
+        if vals:
+            report.temporal[name] = tuple(float(v) for v in np.mean(vals, axis=0))
+    return report
+
+
+def format_table(report: Report) -> str:
+    """Markdown tables: PSNR / SSIM per class and method, the moving-class mean, and temporal quality."""
+    methods = list(report.scores)
+    motions = list(next(iter(report.scores.values())))
+    lines = [f"PSNR (dB) / SSIM on held-out clips, frames 1..T-1 ({report.clips_per_class} clips per class, "
+             f"{report.steps} sampling steps)", "",
+             "| motion | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for m in motions:
+        cells = [f"{report.scores[k][m][0]:.2f} / {report.scores[k][m][1]:.3f}" for k in methods]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    means = [f"**{report.mean_moving_psnr(k):.2f}**" for k in methods]
+    lines.append("| mean of moving classes (PSNR) | " + " | ".join(means) + " |")
+    base = report.mean_moving_psnr("static")
+    gains = [f"{report.mean_moving_psnr(k) - base:+.2f}" for k in methods]
+    lines.append("| gain over static (dB) | " + " | ".join(gains) + " |")
+    if report.temporal:
+        gt_w, gt_f = report.temporal["ground truth"]
+        lines += ["", "Temporal quality on the moving clips (lower is smoother; ratio = method / ground truth)", "",
+                  "| method | warping error | ratio | flicker | ratio |", "|---|---|---|---|---|"]
+        for k, (w, f) in report.temporal.items():
+            lines.append(f"| {k} | {w:.4f} | {w / gt_w:.2f} | {f:.4f} | {f / gt_f:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""The backbone interface shared by the built-in image-to-video models (:mod:`.unet3d`, :mod:`.dit`).
+
+A backbone is the raw network ``F`` that :class:`i2v.diffusion.Denoiser` wraps into ``D(x, sigma) -> x0``::
+
+    F(x_in, c_noise, *, first_frame, motion, speed) -> (b, 3, t, h, w)
+
+    x_in         (b, 3, t, h, w)  noisy frames, already multiplied by c_in (frames live in [-1, 1])
+    c_noise      (b,)             the preconditioning's noise conditioning (0.25 ln sigma for EDM, sigma for flow)
+    first_frame  (b, 3, h, w)     the clean conditioning image in [-1, 1] (SVD-style channel concat)
+    motion       (b,) long        index into MOTIONS, or NULL_MOTION (= len(MOTIONS)) for "unconditional"
+    speed        (b,) float       motion speed, 0.5 .. 1.5
+
+Every backbone class has a ``Config`` dataclass, ``config`` attribute, ``from_state_dict(sd)`` that infers the
+config from tensor shapes and loads strictly (:func:`load_strict`), and supports any number of frames.
+
+This module also holds the one piece both backbones share: :class:`ConditionEmbedding`, which turns
+(c_noise, motion, speed, frame index) into one vector per frame.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.procedural import MOTIONS
+from ..errors import CheckpointError
+from ..nn.embeddings import timestep_embedding
+
+NULL_MOTION = len(MOTIONS)  # the extra label used for classifier-free guidance (label dropout in training)
+C_NOISE_SCALE = 250.0  # 0.25 ln sigma spans about [-2, 1.5]; x250 spreads it over the sinusoid's frequencies
+SPEED_SCALE = 100.0
+
+
+class ConditionEmbedding(nn.Module):
+    """(c_noise, motion, speed) per clip + frame index per frame -> ((b t), dim) conditioning vectors::
+
+        e = MLP(sin(250 c_noise)) + Embed(motion) + MLP(sin(100 speed)) + MLP(sin(k))    k = 0 .. t-1
+    """
+
+    def __init__(self, dim: int, num_motions: int = NULL_MOTION + 1, freq_dim: int = 128):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.noise_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.motion_embed = nn.Embedding(num_motions, dim)
+        self.speed_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.frame_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, c_noise, motion, speed, frames: int) -> torch.Tensor:
+        dtype = self.motion_embed.weight.dtype
+        e = self.noise_mlp(timestep_embedding(c_noise * C_NOISE_SCALE, self.freq_dim).to(dtype))
+        e = e + self.motion_embed(motion) + self.speed_mlp(timestep_embedding(speed * SPEED_SCALE, self.freq_dim).to(dtype))
+        k = torch.arange(frames, device=e.device, dtype=torch.float32)
+        f = self.frame_mlp(timestep_embedding(k, self.freq_dim).to(dtype))  # (t, dim)
+        return (e[:, None] + f[None]).flatten(0, 1)  # (b, dim) + (t, dim) -> (b t) dim
+
+
+def load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:
+    """Load ``state_dict`` into ``model`` with every tensor accounted for; a CheckpointError naming the
+    missing, unexpected and misshaped tensors otherwise."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    misshaped = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state_dict[k].shape)}"
+                 for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or misshaped:
+        def show(items):
+            return ", ".join(items[:6]) + (f" ... ({len(items)} in all)" if len(items) > 6 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {show(unexpected)}")
+        if misshaped:
+            parts.append(f"misshaped {show(misshaped)}")
+        raise CheckpointError(f"{what} checkpoint does not match the model inferred from it: " + "; ".join(parts)
+                              + ". Is it a checkpoint of this backbone, saved by `i2v train`?")
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def require(state_dict: dict, key: str, what: str) -> torch.Tensor:
+    """state_dict[key], or a CheckpointError saying which tensor the config inference needed."""
+    if key not in state_dict:
+        raise CheckpointError(f"not a {what} checkpoint: tensor {key!r} is missing (found {len(state_dict)} tensors, "
+                              f"e.g. {', '.join(sorted(state_dict)[:3]) or 'none'})")
+    return state_dict[key]

@@ -1,0 +1,387 @@
+"""Training the built-in image-to-video model on procedural clips: ``i2v train --config configs/builtin_unet.toml``.
+
+The loop, top to bottom (Karras et al. 2022, EDM, Sec. 5 and Algorithm "training"):
+
+1. batch ``i`` is procedural clips ``i*B .. i*B+B-1`` of the train split (:mod:`i2v.data.procedural`), frames in
+   [-1, 1]; the first frame is the condition, the label (dropped to NULL_MOTION with prob. ``p_uncond``) and
+   speed too;
+2. draw a noise level per clip: EDM ``ln sigma ~ N(p_mean, p_std^2)``, flow ``sigma = logistic(N(0, 1))``;
+   noise the clip: EDM ``x = x0 + sigma eps``, flow ``x = (1 - sigma) x0 + sigma eps``;
+3. loss = ``|| (D(x, sigma) - x0) / c_out(sigma) ||^2`` over frames 1..T-1, i.e. the EDM weighting
+   ``lambda = 1 / c_out^2`` — the network's own target, F vs (x0 - c_skip x) / c_out;
+4. AdamW with linear warm-up and gradient clipping, an EMA of the weights (the one that is shipped).
+
+Everything random is a function of (seed, step), so a resumed run continues exactly where it stopped.
+Checkpoints are safetensors: ``<out_dir>/checkpoint.safetensors`` (model, EMA, optimiser, step; for resume)
+and ``<out_dir>/model.safetensors`` (the EMA weights in fp16 with the config in the metadata; what
+:mod:`i2v.pipelines.builtin` loads).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .data.procedural import MOTIONS, make_batch
+from .diffusion.denoisers import Denoiser, append_dims
+from .errors import CheckpointError, ConfigError
+from .models.backbone import NULL_MOTION
+from .models.dit import DiT, DiTConfig
+from .models.unet3d import UNet3D, UNet3DConfig
+
+BACKBONES = {"unet": (UNet3D, UNet3DConfig), "dit": (DiT, DiTConfig)}
+PREDICTIONS = ("edm", "flow")
+
+
+@dataclass
+class DiffusionConfig:
+    prediction: str = "edm"  # "edm" (Karras preconditioning, sigma_data 0.5) or "flow" (rectified flow)
+    p_mean: float = -0.4  # EDM: mean of ln sigma; above EDM's -1.2 because motion is decided at high noise
+    p_std: float = 1.4  # EDM: std of ln sigma
+
+
+@dataclass
+class DataConfig:
+    seed: int = 0  # data seed: clip i of the train split is make_clip(clip_seed("train", i, seed))
+    frames: int = 16
+    size: int = 64
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 10000  # optimiser steps (the run also stops after max_minutes, if set)
+    batch_size: int = 2  # clips per step
+    lr: float = 3e-4
+    warmup: int = 200  # linear learning-rate warm-up steps
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # EMA of weights, with the usual (1 + n) / (10 + n) ramp early on
+    p_uncond: float = 0.1  # label dropout, enables classifier-free guidance
+    seed: int = 0  # noise / dropout seed
+    checkpoint_every: int = 250  # steps between checkpoints
+    log_every: int = 10
+    max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    out_dir: str = "runs/builtin"
+    device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    bf16: bool = True  # bfloat16 autocast for the forward pass (about 1.4x faster on AVX512-BF16 CPUs)
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "unet"  # "unet" (factorised 3D U-Net) or "dit" (spatio-temporal DiT)
+    unet: UNet3DConfig = field(default_factory=UNet3DConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+
+    def backbone_config(self):
+        return self.unet if self.backbone == "unet" else self.dit
+
+
+# --- config files: TOML -> dataclasses, type-checked ---------------------------------------------------
+
+def _coerce(value, typ, where: str):
+    """Check ``value`` against the dataclass field type ``typ`` (int, float, str, bool, tuple[...])."""
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (elem, *_rest) = typing.get_args(typ)
+        return tuple(_coerce(v, elem, where) for v in value)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ in (int, float, str) and (not isinstance(value, typ) or isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _fill(obj, table: dict, where: str):
+    hints = typing.get_type_hints(type(obj))
+    for key, value in table.items():
+        if key not in hints:
+            valid = ", ".join(f.name for f in dataclasses.fields(obj))
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {valid}")
+        sub = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(hints[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{sub}: expected a [{sub}] table, got {value!r}")
+            _fill(getattr(obj, key), value, sub)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], sub))
+    return obj
+
+
+def _parse_value(text: str):
+    """A --set value: TOML syntax (1e-4, true, [96, 128], "unet"); a bare word is a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(path=None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a TOML preset (sections [unet], [dit], [diffusion], [data], [train] plus top-level ``backbone``) and
+    apply ``section.key=value`` overrides, all type-checked against the dataclasses above."""
+    cfg = TrainConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; presets live in configs/ (e.g. configs/builtin_unet.toml)")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
+        _fill(cfg, table, "")
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.steps=100")
+        key, text = item.split("=", 1)
+        nested: dict = {}
+        node = nested
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = _parse_value(text.strip())
+        _fill(cfg, nested, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.backbone not in BACKBONES:
+        raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
+    if cfg.diffusion.prediction not in PREDICTIONS:
+        raise ConfigError(f"diffusion.prediction must be one of {', '.join(PREDICTIONS)}, got {cfg.diffusion.prediction!r}")
+    if cfg.train.batch_size < 1 or cfg.train.steps < 1:
+        raise ConfigError(f"train.batch_size and train.steps must be >= 1, got {cfg.train.batch_size}, {cfg.train.steps}")
+    if cfg.data.frames < 2:
+        raise ConfigError(f"data.frames must be >= 2, got {cfg.data.frames}")
+
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    cls, _ = BACKBONES[cfg.backbone]
+    return cls(cfg.backbone_config())
+
+
+# --- the diffusion training objective --------------------------------------------------------------------
+
+def sample_sigma(cfg: DiffusionConfig, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Training noise levels: EDM log-normal, or flow-matching logit-normal (SD3's default)."""
+    z = torch.randn(n, generator=generator)
+    if cfg.prediction == "flow":
+        return torch.sigmoid(z).clamp(1e-4, 1 - 1e-4)
+    return (cfg.p_mean + cfg.p_std * z).exp()
+
+
+def add_noise(x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor, prediction: str) -> torch.Tensor:
+    s = append_dims(sigma, x0.ndim)
+    if prediction == "flow":
+        return (1 - s) * x0 + s * eps  # x_sigma = (1 - sigma) x0 + sigma eps
+    return x0 + s * eps  # x_sigma = x0 + sigma eps
+
+
+def diffusion_loss(denoiser: Denoiser, x0, cond: dict, sigma, eps, prediction: str) -> torch.Tensor:
+    """Mean over clips and frames 1..T-1 of ((D(x_sigma) - x0) / c_out)^2, x0 (b, c, t, h, w)."""
+    x = add_noise(x0, sigma, eps, prediction)
+    d = denoiser(x, sigma, cond)
+    _, c_out, _, _ = denoiser.scalings(sigma)
+    err = (d - x0) / append_dims(c_out, x0.ndim)
+    return err[:, :, 1:].square().mean()
+
+
+def make_cond(x0, labels, speeds) -> dict:
+    return {"first_frame": x0[:, :, 0], "motion": labels, "speed": speeds}
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------
+
+def config_to_json(cfg: TrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg))
+
+
+def export_metadata(cfg: TrainConfig, step: int, minutes: float) -> dict[str, str]:
+    """String metadata stored in model.safetensors: what the pipeline needs besides tensor shapes."""
+    return {"format": "i2v.builtin", "backbone": cfg.backbone, "prediction": cfg.diffusion.prediction,
+            "frames": str(cfg.data.frames), "size": str(cfg.data.size), "data_seed": str(cfg.data.seed),
+            "motions": ",".join(MOTIONS), "step": str(step), "train_minutes": f"{minutes:.1f}",
+            "config": config_to_json(cfg)}
+
+
+def save_checkpoint(path: Path, model, ema, opt, step: int, cfg: TrainConfig, minutes: float) -> None:
+    """Full training state (model, EMA, AdamW moments, step) in one safetensors file, written atomically."""
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.state_dict().items()})
+    for i, p in enumerate(model.parameters()):
+        st = opt.state.get(p)
+        if st:
+            tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].contiguous()
+            tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+            tensors[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp),
+              metadata={"step": str(step), "config": config_to_json(cfg), "minutes": f"{minutes:.3f}"})
+    os.replace(tmp, path)
+
+
+def export_model(path: Path, ema, cfg: TrainConfig, step: int, minutes: float) -> None:
+    """The EMA weights in fp16 plus metadata: the file `i2v animate` loads."""
+    tensors = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in ema.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=export_metadata(cfg, step, minutes))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, model, ema, opt, device) -> tuple[int, float]:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns (step, minutes trained so far)."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        keys = set(f.keys())
+        if "step" not in meta:
+            raise CheckpointError(f"{path}: not an i2v training checkpoint (no 'step' in its metadata)")
+        try:
+            for prefix, module in (("model.", model), ("ema.", ema)):
+                sd = {k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)}
+                module.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: does not match the configured model ({str(e).splitlines()[0]}); "
+                                  "resume with the config it was trained with") from None
+        for i, p in enumerate(model.parameters()):
+            if f"opt.{i}.exp_avg" in keys:
+                opt.state[p] = {"exp_avg": f.get_tensor(f"opt.{i}.exp_avg").to(device),
+                                "exp_avg_sq": f.get_tensor(f"opt.{i}.exp_avg_sq").to(device),
+                                "step": f.get_tensor(f"opt.{i}.step")[0].clone()}
+    return int(meta["step"]), float(meta.get("minutes", 0))
+
+
+# --- the loop ----------------------------------------------------------------------------------------------
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but no CUDA device is available; use 'cpu' or 'auto'")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: LoopConfig) -> float:
+    return cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
+
+
+@torch.no_grad()
+def ema_update(ema, model, step: int, decay: float) -> None:
+    """theta_ema <- d theta_ema + (1 - d) theta, with d = min(decay, (1 + n) / (10 + n))."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1 - d)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Run (or resume) training. Returns {'step', 'loss' (list of (step, loss)), 'times' (perf_counter after each
+    step), 'minutes', 'out_dir'}."""
+    import copy
+
+    from tqdm import tqdm
+
+    tc = cfg.train
+    device = pick_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)  # deterministic initialisation
+    model = build_model(cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    denoiser = Denoiser(model, cfg.diffusion.prediction)
+
+    out = Path(tc.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "checkpoint.safetensors"
+    step, minutes_before = 0, 0.0
+    if ckpt.exists():
+        if not resume:
+            raise ConfigError(f"{ckpt} exists; pass --resume to continue that run, or set train.out_dir elsewhere")
+        step, minutes_before = load_checkpoint(ckpt, model, ema, opt, device)
+        log(f"resumed from {ckpt} at step {step}")
+    (out / "config.json").write_text(config_to_json(cfg))
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"training {cfg.backbone} ({n_params / 1e6:.2f} M parameters) on {device}, "
+        f"{cfg.diffusion.prediction} preconditioning, batch {tc.batch_size} x {cfg.data.frames} frames at {cfg.data.size}px")
+    start = time.time()
+    history, times = [], []
+    logfile = open(out / "log.txt", "a")
+    bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.backbone}", disable=not progress, dynamic_ncols=True)
+
+    def minutes() -> float:
+        return minutes_before + (time.time() - start) / 60
+
+    def checkpoint():
+        save_checkpoint(ckpt, model, ema, opt, step, cfg, minutes())
+        export_model(out / "model.safetensors", ema, cfg, step, minutes())
+
+    model.train()
+    running = None
+    while step < tc.steps:
+        if tc.max_minutes and minutes() >= tc.max_minutes:
+            log(f"stopping at step {step}: train.max_minutes = {tc.max_minutes} reached")
+            break
+        g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)  # all randomness of this step
+        idx = range(step * tc.batch_size, (step + 1) * tc.batch_size)
+        x0, labels, speeds = make_batch("train", idx, cfg.data.seed, cfg.data.frames, cfg.data.size)
+        drop = torch.rand(len(labels), generator=g) < tc.p_uncond
+        labels = torch.where(drop, torch.full_like(labels, NULL_MOTION), labels)
+        sigma = sample_sigma(cfg.diffusion, len(labels), g)
+        eps = torch.randn(x0.shape, generator=g)
+        x0, labels, speeds, sigma, eps = (v.to(device) for v in (x0, labels, speeds, sigma, eps))
+
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+            loss = diffusion_loss(denoiser, x0, make_cond(x0, labels, speeds), sigma, eps, cfg.diffusion.prediction)
+        loss = loss.float()
+        if not torch.isfinite(loss):
+            from .errors import NumericalError
+            raise NumericalError(f"training loss became {loss.item()} at step {step}; lower train.lr or raise warmup")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        ema_update(ema, model, step, tc.ema_decay)
+        step += 1
+
+        value = loss.item()
+        history.append((step, value))
+        times.append(time.perf_counter())
+        running = value if running is None else 0.95 * running + 0.05 * value
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if step % tc.log_every == 0:
+            logfile.write(f"step {step} loss {value:.5f} avg {running:.5f} minutes {minutes():.2f}\n")
+            logfile.flush()
+        if step % tc.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    checkpoint()
+    logfile.close()
+    log(f"done: step {step}, {minutes():.1f} min; wrote {ckpt} and {out / 'model.safetensors'}")
+    return {"step": step, "loss": history, "times": times, "minutes": minutes(), "out_dir": str(out)}
