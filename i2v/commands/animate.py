@@ -1,49 +1,97 @@
-"""`i2v animate`: animate an image with the built-in model (see i2v/pipelines/builtin.py)."""
+"""`i2v animate IMAGE -o out.mp4`: animate an image.
+
+Without ``--checkpoint`` the built-in model runs (:mod:`i2v.pipelines.builtin`, shipped weights, 64x64);
+with ``--checkpoint PATH`` Stable Video Diffusion runs (:mod:`i2v.pipelines.svd`, see :mod:`.svd`). Options
+that only one of the two understands are refused for the other, with a message saying which they belong to.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from ..data.procedural import MOTIONS
 from ..diffusion.samplers import SAMPLERS
 from ..diffusion.schedules import SCHEDULES
+from ..errors import ConfigError
+from . import svd
 from .common import add_output_arguments, check_output, write_video
 
-HELP = "animate an image into a short video with the built-in model (no download needed)"
-EXAMPLES = """examples:
+HELP = "animate an image: the built-in model by default, Stable Video Diffusion with --checkpoint"
+EXAMPLES = """examples (built-in model, no download):
   i2v animate i2v/assets/example.png -o out.mp4
   i2v animate photo.jpg --motion pan-left --speed 1.5 -o pan.gif
   i2v animate photo.jpg --backbone dit --sampler heun --steps 12 --seed 3 -o dit.mp4
-  i2v animate photo.jpg --motion rotate-cw --upscale 4 -o big.mp4
-motions: """ + ", ".join(MOTIONS)
+  i2v animate photo.jpg --motion rotate-cw --upscale 4 --interpolate 2 -o big.mp4
+motions: """ + ", ".join(MOTIONS) + "\n\n" + svd.EXAMPLES.replace("examples:", "examples (Stable Video Diffusion):")
+
+# defaults of the options each model alone understands (the parser keeps them None to tell "not given")
+BUILTIN_DEFAULTS = {"motion": "zoom-in", "speed": 1.0, "backbone": "unet", "guidance": 1.0, "start_sigma": None,
+                    "sigma_min": None, "upscale": 1.0}
+BUILTIN_SHARED_DEFAULTS = {"steps": 20, "seed": 0, "fps": 8.0}
 
 
-def add_arguments(parser):
-    parser.add_argument("image", help="input image (png, jpg, ...); centre-cropped and resized to 64x64")
-    add_output_arguments(parser)
-    parser.add_argument("--motion", default="zoom-in", choices=MOTIONS, metavar="MOTION",
-                        help=f"camera or object motion (default zoom-in): {', '.join(MOTIONS)}")
-    parser.add_argument("--speed", type=float, default=1.0, help="motion speed, trained on 0.5 .. 1.5 (default 1)")
-    parser.add_argument("--backbone", default="unet", choices=("unet", "dit"),
-                        help="built-in backbone: factorised 3D U-Net or spatio-temporal DiT (default unet)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    parser.add_argument("--sampler", default=None, choices=list(SAMPLERS), metavar="SAMPLER",
-                        help="any sampler of `i2v samplers` (default dpmpp_2m)")
-    parser.add_argument("--schedule", default=None, choices=list(SCHEDULES), metavar="SCHEDULE",
-                        help="noise schedule of `i2v samplers` (default karras)")
-    parser.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same video")
-    parser.add_argument("--frames", type=int, default=None, help="number of frames (default: the model's 16)")
-    parser.add_argument("--guidance", type=float, default=1.0,
-                        help="classifier-free guidance scale on the motion label (1 = off, default)")
-    parser.add_argument("--start-sigma", type=float, default=None,
-                        help="start from the still image plus noise of this level instead of pure noise (SDEdit; "
-                             "lower = closer to the input, less motion)")
-    parser.add_argument("--sigma-min", type=float, default=None,
-                        help="lowest noise level before the final jump to 0 (default: the weights' recommendation, "
-                             "else 0.002; larger = smoother, less residual noise)")
-    parser.add_argument("--upscale", type=float, default=1.0, help="resize the output by this factor (bicubic)")
+def add_arguments(parser) -> None:
+    parser.add_argument("image", type=Path, help="input image (png, jpg, ...; alpha is composited over white)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="a Stable Video Diffusion checkpoint (svd.safetensors, svd_xt.safetensors, "
+                             "svd_xt_1_1.safetensors, or a diffusers folder); without it the built-in model runs")
+    add_output_arguments(parser, default_fps=None, fps_default_text="8 built-in, 7 SVD")
+    g = parser.add_argument_group("sampling (both models)")
+    g.add_argument("--frames", type=int, default=None, help="number of frames (built-in 16; svd 14, svd_xt 25)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (built-in 20; svd 25, svd_xt 30)")
+    g.add_argument("--sampler", default=None, choices=list(SAMPLERS), metavar="SAMPLER",
+                   help="any sampler of `i2v samplers` (built-in: the weights' choice, dpmpp_2m; SVD: euler, as the original)")
+    g.add_argument("--schedule", default=None, choices=list(SCHEDULES), metavar="SCHEDULE",
+                   help="noise schedule of `i2v samplers` (default karras)")
+    g.add_argument("--seed", type=int, default=None, help="noise seed; the same seed gives the same video "
+                                                          "(built-in default 0; SVD default random, printed)")
+    b = parser.add_argument_group("built-in model (without --checkpoint)")
+    b.add_argument("--motion", default=None, choices=MOTIONS, metavar="MOTION",
+                   help=f"camera or object motion (default zoom-in): {', '.join(MOTIONS)}")
+    b.add_argument("--speed", type=float, default=None, help="motion speed, trained on 0.5 .. 1.5 (default 1)")
+    b.add_argument("--backbone", default=None, choices=("unet", "dit"),
+                   help="factorised 3D U-Net or spatio-temporal DiT (default unet)")
+    b.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale on the motion label (1 = off, default)")
+    b.add_argument("--start-sigma", type=float, default=None,
+                   help="start from the still image plus noise of this level instead of pure noise (SDEdit; "
+                        "lower = closer to the input, less motion)")
+    b.add_argument("--sigma-min", type=float, default=None,
+                   help="lowest noise level before the final jump to 0 (default: the weights' recommendation, "
+                        "else 0.002; larger = smoother, less residual noise)")
+    b.add_argument("--upscale", type=float, default=None, help="resize the output by this factor (bicubic; default 1)")
+    svd.add_svd_arguments(parser.add_argument_group("Stable Video Diffusion (with --checkpoint)"))
+
+
+def _given(args, names) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
+
+
+def _it(options: list[str]) -> str:
+    return "it" if len(options) == 1 else "them"
+
+
+def _fill(args, defaults: dict) -> None:
+    for k, v in defaults.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
 
 
 def run(args) -> int:
+    if args.checkpoint is not None:
+        wrong = _given(args, BUILTIN_DEFAULTS)
+        if wrong:
+            raise ConfigError(f"{', '.join(wrong)}: only the built-in model takes {_it(wrong)}, and --checkpoint "
+                              f"selects Stable Video Diffusion; drop {_it(wrong)} or drop --checkpoint")
+        return svd.run(args)
+    wrong = _given(args, svd.SVD_DEFAULTS)
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: only Stable Video Diffusion takes {_it(wrong)}; add --checkpoint "
+                          f"PATH (an SVD checkpoint) or drop {_it(wrong)}")
+    _fill(args, BUILTIN_DEFAULTS)
+    _fill(args, BUILTIN_SHARED_DEFAULTS)
     from ..pipelines.builtin import animate
+
     check_output(args)
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,

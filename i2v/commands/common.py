@@ -8,11 +8,12 @@ from .. import video
 from ..errors import ConfigError
 
 
-def add_output_arguments(parser, default_fps: float = 8.0) -> None:
-    """-o/--output, --fps, --overwrite: the same on every command that writes a video."""
+def add_output_arguments(parser, default_fps: float | None = 8.0, fps_default_text: str | None = None) -> None:
+    """-o/--output, --fps, --overwrite, --codec, --interpolate: the same on every command that writes a video.
+    ``default_fps=None`` leaves the choice to the command (say which in ``fps_default_text``)."""
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="output: .mp4 (H.264), .gif, or a folder name without a suffix for PNG frames")
-    parser.add_argument("--fps", type=float, default=default_fps, help=f"frames per second (default {default_fps:g})")
+    parser.add_argument("--fps", type=float, default=default_fps, help=f"frames per second (default {fps_default_text or f'{default_fps:g}'})")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     parser.add_argument("--codec", choices=list(video.CODECS),
                         help="video codec (default h264; vp9 for .webm; mp4v = OpenCV without ffmpeg)")

@@ -1,17 +1,14 @@
-"""`i2v animate IMAGE --checkpoint PATH`: Stable Video Diffusion from a released checkpoint (mirrors
-:class:`i2v.pipelines.svd.SVDPipeline`). Self-contained ``run(args)`` so a merged ``animate`` command can
-dispatch here whenever ``--checkpoint`` is given."""
+"""The Stable Video Diffusion path of `i2v animate IMAGE --checkpoint PATH` (mirrors
+:class:`i2v.pipelines.svd.SVDPipeline`); :mod:`.animate` dispatches here whenever ``--checkpoint`` is given,
+and `i2v decode` shares the model options."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..diffusion.samplers import SAMPLERS
-from ..diffusion.schedules import SCHEDULES
 from ..errors import ConfigError, OutputExistsError
-from .common import add_output_arguments, check_output, write_video
+from .common import check_output, write_video
 
-HELP = "animate an image with Stable Video Diffusion (svd / svd_xt checkpoints)"
 EXAMPLES = """examples:
   i2v animate photo.jpg --checkpoint svd_xt.safetensors -o out.mp4
   i2v animate photo.jpg --checkpoint svd_xt_1_1.safetensors --dtype float16 --device cuda --seed 1 -o out.mp4
@@ -21,41 +18,50 @@ EXAMPLES = """examples:
   i2v decode run.safetensors --checkpoint svd_xt.safetensors --decode-chunk-size 4 -o again.mp4"""
 
 
+# the model options shared by `i2v animate --checkpoint` and `i2v decode`
+MODEL_DEFAULTS = {"dtype": "float32", "device": "cpu", "unet_head_channels": 64, "clip_head_width": None,
+                  "decode_chunk_size": 14}
+# every option only SVD understands, with its default (`i2v animate` keeps them None to tell "not given")
+SVD_DEFAULTS = {**MODEL_DEFAULTS, "preset": None, "fps_id": 6, "motion_bucket_id": 127, "cond_aug": 0.02,
+                "min_cfg": None, "max_cfg": None, "width": None, "height": None, "save_latents": None}
+# options both models take, with SVD's defaults
+SHARED_DEFAULTS = {"sampler": "euler", "schedule": "karras", "fps": 7.0}
+
+
+def _add_model_options(group, defaults: dict) -> None:
+    group.add_argument("--dtype", default=defaults["dtype"], choices=["float32", "float16", "bfloat16", "float64"],
+                       help="compute dtype (default float32; float16/bfloat16 on a GPU halve memory)")
+    group.add_argument("--device", default=defaults["device"], help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    group.add_argument("--unet-head-channels", type=int, default=defaults["unet_head_channels"],
+                       help="U-Net attention head width (not stored in files; 64 for released SVD)")
+    group.add_argument("--clip-head-width", type=int, default=defaults["clip_head_width"],
+                       help="CLIP attention head width (not stored in files; 80 for ViT-H, looked up by width)")
+    group.add_argument("--decode-chunk-size", type=int, default=defaults["decode_chunk_size"],
+                       help="frames decoded together by the temporal VAE decoder (lower = less memory; default 14)")
+
+
 def add_checkpoint_arguments(parser) -> None:
-    """--checkpoint, --dtype, --device and the two head widths that no checkpoint stores."""
+    """`i2v decode`: --checkpoint (required), --dtype, --device, the head widths, --decode-chunk-size."""
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="svd.safetensors / svd_xt.safetensors / svd_xt_1_1.safetensors, or a diffusers folder")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16", "float64"],
-                        help="compute dtype (default float32; float16/bfloat16 on a GPU halve memory)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps ... (default cpu)")
-    parser.add_argument("--unet-head-channels", type=int, default=64,
-                        help="U-Net attention head width (not stored in files; 64 for released SVD)")
-    parser.add_argument("--clip-head-width", type=int, default=None,
-                        help="CLIP attention head width (not stored in files; 80 for ViT-H, looked up by width)")
-    parser.add_argument("--decode-chunk-size", type=int, default=14,
-                        help="frames decoded together by the temporal VAE decoder (lower = less memory; default 14)")
+    _add_model_options(parser, MODEL_DEFAULTS)
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("image", type=Path, help="input image (png/jpg/...; alpha is composited over white)")
-    add_checkpoint_arguments(parser)
-    add_output_arguments(parser, default_fps=7.0)
-    g = parser.add_argument_group("sampling (unset values come from the svd / svd_xt preset)")
-    g.add_argument("--preset", choices=["svd", "svd_xt"], default=None,
-                   help="frames/steps/CFG defaults; default: from the checkpoint (diffusers num_frames, or 'xt' in the file name)")
-    g.add_argument("--frames", type=int, default=None, help="number of frames (svd 14, svd_xt 25)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (svd 25, svd_xt 30)")
-    g.add_argument("--sampler", default="euler", choices=list(SAMPLERS), help="sampler (default euler, as the original)")
-    g.add_argument("--schedule", default="karras", choices=list(SCHEDULES), help="noise schedule (default karras 700 -> 0.002)")
-    g.add_argument("--fps-id", type=int, default=6, help="frame-rate conditioning, fps - 1 (default 6)")
-    g.add_argument("--motion-bucket-id", type=int, default=127, help="amount of motion, 0..255 (default 127)")
-    g.add_argument("--cond-aug", type=float, default=0.02, help="noise added to the conditioning image (default 0.02)")
-    g.add_argument("--min-cfg", type=float, default=None, help="guidance scale of the first frame (svd 1.0, svd_xt 1.5)")
-    g.add_argument("--max-cfg", type=float, default=None, help="guidance scale of the last frame (svd 2.5, svd_xt 3.0)")
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
-    g.add_argument("--width", type=int, default=None, help="output width, multiple of 64 (default: from the image)")
-    g.add_argument("--height", type=int, default=None, help="output height, multiple of 64 (default: from the image)")
-    g.add_argument("--save-latents", type=Path, default=None, help="also write the sampled latents (.safetensors) for `i2v decode`")
+def add_svd_arguments(group) -> None:
+    """The options of `i2v animate` that only Stable Video Diffusion takes; all default to None (= not given)
+    and :func:`run` fills in :data:`SVD_DEFAULTS`. --checkpoint, --frames, --steps, --sampler, --schedule, --seed
+    and the output options are added by `i2v animate` itself."""
+    _add_model_options(group, dict.fromkeys(MODEL_DEFAULTS))
+    group.add_argument("--preset", choices=["svd", "svd_xt"], default=None,
+                       help="frames/steps/CFG defaults; default: from the checkpoint (diffusers num_frames, or 'xt' in the file name)")
+    group.add_argument("--fps-id", type=int, default=None, help="frame-rate conditioning, fps - 1 (default 6)")
+    group.add_argument("--motion-bucket-id", type=int, default=None, help="amount of motion, 0..255 (default 127)")
+    group.add_argument("--cond-aug", type=float, default=None, help="noise added to the conditioning image (default 0.02)")
+    group.add_argument("--min-cfg", type=float, default=None, help="guidance scale of the first frame (svd 1.0, svd_xt 1.5)")
+    group.add_argument("--max-cfg", type=float, default=None, help="guidance scale of the last frame (svd 2.5, svd_xt 3.0)")
+    group.add_argument("--width", type=int, default=None, help="output width, multiple of 64 (default: from the image)")
+    group.add_argument("--height", type=int, default=None, help="output height, multiple of 64 (default: from the image)")
+    group.add_argument("--save-latents", type=Path, default=None, help="also write the sampled latents (.safetensors) for `i2v decode`")
 
 
 def _check_counts(args) -> None:
@@ -66,7 +72,12 @@ def _check_counts(args) -> None:
 
 
 def run(args) -> int:
+    """Stable Video Diffusion for `i2v animate --checkpoint PATH` (unset options take :data:`SVD_DEFAULTS`)."""
     import torch
+
+    for k, v in {**SVD_DEFAULTS, **SHARED_DEFAULTS}.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
 
     from ..pipelines.svd import SVDPipeline, fit_image, image_to_tensor
 
