@@ -87,7 +87,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, TensorInfo], dict[str, str]
         if k == "__metadata__":
             continue
         try:
-            dtype, shape, (a, b) = v["dtype"], tuple(int(d) for d in v["shape"]), v["data_offsets"]
+            dtype, shape, (_, b) = v["dtype"], tuple(int(d) for d in v["shape"]), v["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path}: header entry {k!r} lacks dtype/shape/data_offsets: corrupt file") from None
         out[k] = TensorInfo(dtype, shape)

@@ -33,3 +33,15 @@ def shared():
     if not SHARED.exists():
         pytest.skip(f"needs the reference data in {SHARED} (../shared beside the repository; absent in a fresh clone)")
     return SHARED
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests use small tensors: with several OpenMP threads (and other work on a 2-core machine) torch spends far
+    longer spin-waiting than computing, so each test runs on one thread and restores the setting afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

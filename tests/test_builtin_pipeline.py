@@ -15,13 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "i2v" / "assets" / "example.png"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def test_shipped_weights_exist_and_fit_the_budget():
     files = sorted(weights_dir().glob("builtin_*.safetensors"))

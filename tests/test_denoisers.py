@@ -6,7 +6,6 @@ returns exactly the training target the paper defines for it; wrapped in :class:
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
@@ -15,14 +14,6 @@ from i2v.diffusion import CFGDenoiser, Denoiser, PARAMETERIZATIONS, discrete_tim
 from i2v.diffusion.schedules import betas_scaled_linear, train_sigmas
 from i2v.errors import ConfigError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: extra intra-op threads only add overhead (a lot of it on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 SIGMAS = torch.tensor([0.03, 0.7, 4.0, 60.0], dtype=torch.float64)
 

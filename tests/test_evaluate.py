@@ -3,20 +3,12 @@ exact pixel shifts), so the table's static and oracle rows mean what they say.""
 
 import numpy as np
 import pytest
-import torch
 from skimage.metrics import peak_signal_noise_ratio
 
 from i2v.data.procedural import PAN_PX, make_clip
 from i2v.evaluate import (eval_clips, evaluate, flicker, format_table, oracle_prediction, psnr, static_prediction,
                           warping_error)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_psnr_matches_scikit_image():

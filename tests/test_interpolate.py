@@ -23,14 +23,6 @@ from i2v.models import rife
 RIFE_CASES = case_dirs("rife-", "I2V_RIFE_CASES")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """These tensors are small: one thread is as fast, and far faster when the CI machine is oversubscribed."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean()

@@ -16,13 +16,6 @@ from i2v.motion.depth import FALLBACK_PRIOR, load_depth, prepare_depth
 from i2v.video import load_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def scene(h=60, w=80):
     """A tilted plane with a box in front of it, and a random texture."""

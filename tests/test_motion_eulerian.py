@@ -14,13 +14,6 @@ from i2v.motion.flow import write_flo
 from i2v.video import load
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def texture(h=48, w=64, seed=0):
     import cv2

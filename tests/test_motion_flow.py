@@ -3,7 +3,6 @@ the .flo format against OpenCV's reader/writer; the colour wheel against Baker e
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import shared_path
 from i2v.cli import main
@@ -12,13 +11,6 @@ from i2v.motion.flow import (angular_error, color_wheel, endpoint_error, estimat
                              write_flo)
 from i2v.video import load_image
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ../shared/README.md: EPE (all pixels, frame 2 -> 3, clean) for OpenCV DIS medium and Farneback(0.5,5,15,3,5,1.2)

@@ -13,14 +13,6 @@ from i2v.motion.warp import (SPLAT_MODES, backward_warp, consistency_mask, forwa
 from i2v.video import load_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny tensor ops with 2 OpenMP threads on a busy shared machine spin-wait for 100x longer
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def to_t(img):  # (h, w, c) -> (1, c, h, w)
     return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float()

@@ -27,14 +27,6 @@ from i2v.diffusion import Denoiser, get_sampler
 diffusers = pytest.importorskip("diffusers", reason="parity tests need the test extra: pip install -e '.[test]'")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: extra intra-op threads only add overhead (a lot of it on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 RTOL = 1e-5
 SHAPE = (2, 3, 8, 8)
 SD_BETAS = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, num_train_timesteps=1000)

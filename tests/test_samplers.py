@@ -23,14 +23,6 @@ from i2v.diffusion.denoisers import append_dims
 from i2v.errors import ConfigError, NumericalError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: extra intra-op threads only add overhead (a lot of it on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 MU, S = 0.7, 0.4
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0
 STOCHASTIC = {"euler_ancestral", "dpmpp_2m_sde", "ddpm"}

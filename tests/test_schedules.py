@@ -13,14 +13,6 @@ from i2v.diffusion import schedules as sch
 from i2v.errors import ConfigError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: extra intra-op threads only add overhead (a lot of it on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
 @pytest.mark.parametrize("n", [1, 2, 7, 50])

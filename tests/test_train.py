@@ -12,13 +12,6 @@ from i2v.errors import ConfigError
 from i2v.train import build_model, diffusion_loss, load_config, make_cond, sample_sigma, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread is faster than two fighting
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(tmp_path, backbone="unet", steps=40, **extra):
     sets = [f"train.steps={steps}", f"train.out_dir='{tmp_path / backbone}'", "train.batch_size=2",
