@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # use this checkout's i2v
 from i2v.motion.flow import endpoint_error, estimate_flow, flow_to_color, read_flo, wheel_image  # noqa: E402
 from i2v.motion.warp import backward_warp, consistency_mask, forward_splat  # noqa: E402
 from i2v.video import load_image  # noqa: E402
+from i2v.figures import panel  # noqa: E402
 
 SMALL = os.environ.get("I2V_TUTORIAL_SMALL") == "1"
 OUT = Path(os.environ.get("I2V_TUTORIAL_OUT", ROOT / "docs" / "figures"))
@@ -42,26 +43,6 @@ def to_t(a):  # (h, w, c) numpy -> (1, c, h, w) float tensor
 
 def to_img(t):  # (1, c, h, w) tensor in 0..255 -> (h, w, c) uint8
     return t[0].permute(1, 2, 0).clamp(0, 255).round().to(torch.uint8).numpy()
-
-
-def panel(images, labels, path, height=None):
-    """Images side by side with a caption above each; a tiny figure helper (no matplotlib)."""
-    height = height or max(im.shape[0] for im in images)
-    tiles = []
-    for im, label in zip(images, labels):
-        im = np.repeat(im[..., None], 3, 2) if im.ndim == 2 else im
-        pil = Image.fromarray(im).resize((round(im.shape[1] * height / im.shape[0]), height))
-        tile = Image.new("RGB", (pil.width, height + 16), "white")
-        tile.paste(pil, (0, 16))
-        ImageDraw.Draw(tile).text((3, 2), label, fill="black")
-        tiles.append(tile)
-    fig = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), height + 16), "white")
-    x = 0
-    for t in tiles:
-        fig.paste(t, (x, 0))
-        x += t.width + 4
-    fig.save(path, optimize=True)
-    print("wrote", path)
 
 
 def shrink(a, f):

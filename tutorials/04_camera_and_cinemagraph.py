@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # use this checkout's i2v
@@ -29,6 +28,7 @@ from i2v.motion.depth import prepare_depth  # noqa: E402
 from i2v.motion.eulerian import brush_to_motion, cinemagraph  # noqa: E402
 from i2v.motion.flow import flow_to_color  # noqa: E402
 from i2v.video import load_image  # noqa: E402
+from i2v.figures import panel  # noqa: E402
 
 SMALL = os.environ.get("I2V_TUTORIAL_SMALL") == "1"
 OUT = Path(os.environ.get("I2V_TUTORIAL_OUT", ROOT / "docs" / "figures"))
@@ -36,25 +36,6 @@ OUT.mkdir(parents=True, exist_ok=True)
 SHARED = Path(os.environ.get("I2V_SHARED", ROOT.parent / "shared"))
 if SMALL:
     torch.set_num_threads(1)  # tiny tensors: threads only add overhead
-
-
-def panel(images, labels, path, height=None):
-    """Images side by side with a caption above each (no matplotlib)."""
-    height = height or max(im.shape[0] for im in images)
-    tiles = []
-    for im, label in zip(images, labels):
-        pil = Image.fromarray(im).resize((round(im.shape[1] * height / im.shape[0]), height))
-        tile = Image.new("RGB", (pil.width, height + 16), "white")
-        tile.paste(pil, (0, 16))
-        ImageDraw.Draw(tile).text((3, 2), label, fill="black")
-        tiles.append(tile)
-    fig = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), height + 16), "white")
-    x = 0
-    for t in tiles:
-        fig.paste(t, (x, 0))
-        x += t.width + 4
-    fig.save(path, optimize=True)
-    print("wrote", path)
 
 
 def u8(frame):  # (3, h, w) float in [0, 1] -> (h, w, 3) uint8
