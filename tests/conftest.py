@@ -45,3 +45,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def run_tutorial(script: str, out_dir: Path, figures: tuple[str, ...]) -> str:
+    """Run tutorials/<script> as plain Python with the small CI settings, check that it drew each figure
+    (a real image, not an empty file) into ``out_dir``, and return what it printed."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    env = dict(os.environ, I2V_TUTORIAL_SMALL="1", I2V_TUTORIAL_OUT=str(out_dir), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, str(ROOT / "tutorials" / script)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in figures:
+        with Image.open(out_dir / name) as im:
+            assert im.width > 100 and im.height > 50, name
+    return r.stdout

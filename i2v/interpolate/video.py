@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
+from ..video import to_uint8
 from .flow_based import interpolate_pair as flow_pair
 
 METHODS = ("flow", "rife")
@@ -35,21 +36,12 @@ METHODS = ("flow", "rife")
 
 def as_frames(frames) -> np.ndarray:
     """(t, h, w, 3) uint8 array from a uint8 array, a list of (h, w, 3) arrays, or a (t, 3, h, w) float tensor."""
-    if isinstance(frames, torch.Tensor):
-        if frames.ndim != 4 or frames.shape[1] != 3:
-            raise InputError(f"expected frames as a (t, 3, h, w) tensor, got {tuple(frames.shape)}")
-        return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     if isinstance(frames, (list, tuple)):
         sizes = sorted({tuple(np.shape(f)) for f in frames})
         if len(sizes) > 1:
             raise InputError(f"frames have different sizes {sizes}; all frames must have the same size (resize them first)")
         frames = np.stack([np.asarray(f) for f in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8)
-    arr = np.asarray(frames)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise InputError(f"expected frames as (t, h, w, 3), got shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        arr = (np.clip(arr.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
-    return arr
+    return to_uint8(frames)
 
 
 def _small_gray(f: np.ndarray, size: int = 64) -> np.ndarray:
