@@ -46,9 +46,20 @@ SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # EDM's range, used for the karras/exponenti
 
 
 def weights_dir() -> Path:
-    """Where the shipped weights live: $I2V_WEIGHTS, else ``weights/`` beside the ``i2v`` package."""
+    """Where the shipped weights live: $I2V_WEIGHTS; else ``weights/`` beside the ``i2v`` package (a checkout or
+    editable install); else ``<prefix>/share/i2v/weights``, where a wheel or ``pip install .`` puts them."""
     env = os.environ.get("I2V_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parents[2] / "weights"
+    if checkout.is_dir():
+        return checkout
+    import sys
+    for prefix in (sys.prefix, sys.base_prefix):
+        installed = Path(prefix) / "share" / "i2v" / "weights"
+        if installed.is_dir():
+            return installed
+    return checkout  # the error message then names the checkout location
 
 
 def weights_path(backbone: str) -> Path:
@@ -102,7 +113,7 @@ class BuiltinPipeline:
         path = Path(path) if path is not None else weights_path(backbone)
         if not path.exists():
             raise CheckpointError(f"built-in weights {path} not found; they ship in the repository's weights/ folder "
-                                  f"(set I2V_WEIGHTS to another folder), or train your own with "
+                                  f"(installed to <prefix>/share/i2v/weights; set I2V_WEIGHTS to another folder), or train your own with "
                                   f"`i2v train --config configs/builtin_{backbone}.toml`")
         meta = _metadata(path)
         if meta.get("format") != "i2v.builtin":
