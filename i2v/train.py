@@ -48,6 +48,7 @@ class DiffusionConfig:
     prediction: str = "edm"  # "edm" (Karras preconditioning, sigma_data 0.5) or "flow" (rectified flow)
     p_mean: float = -0.4  # EDM: mean of ln sigma; above EDM's -1.2 because motion is decided at high noise
     p_std: float = 1.4  # EDM: std of ln sigma
+    sigma_min: float = 0.002  # EDM: where sampling stops, written into model.safetensors as the recommendation
 
 
 @dataclass
@@ -71,6 +72,7 @@ class LoopConfig:
     checkpoint_every: int = 250  # steps between checkpoints
     log_every: int = 10
     max_minutes: float = 0.0  # wall-clock budget; 0 = none
+    init: str = ""  # start from these weights (a model.safetensors): fine-tuning; tensors the file lacks keep their init
     out_dir: str = "runs/builtin"
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda"
     threads: int = 0  # torch CPU threads; 0 = torch's default
@@ -168,6 +170,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}, got {cfg.backbone!r}")
     if cfg.diffusion.prediction not in PREDICTIONS:
         raise ConfigError(f"diffusion.prediction must be one of {', '.join(PREDICTIONS)}, got {cfg.diffusion.prediction!r}")
+    if not 0 < cfg.diffusion.sigma_min < 80:
+        raise ConfigError(f"diffusion.sigma_min must be in (0, 80) (EDM's sigma_max), got {cfg.diffusion.sigma_min}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 1:
         raise ConfigError(f"train.batch_size and train.steps must be >= 1, got {cfg.train.batch_size}, {cfg.train.steps}")
     if cfg.data.frames < 2:
@@ -220,7 +224,8 @@ def export_metadata(cfg: TrainConfig, step: int, minutes: float) -> dict[str, st
     return {"format": "i2v.builtin", "backbone": cfg.backbone, "prediction": cfg.diffusion.prediction,
             "frames": str(cfg.data.frames), "size": str(cfg.data.size), "data_seed": str(cfg.data.seed),
             "motions": ",".join(MOTIONS), "step": str(step), "train_minutes": f"{minutes:.1f}",
-            "config": config_to_json(cfg)}
+            "config": config_to_json(cfg),
+            **({"sigma_min": repr(float(cfg.diffusion.sigma_min))} if cfg.diffusion.prediction == "edm" else {})}
 
 
 def save_checkpoint(path: Path, model, ema, opt, step: int, cfg: TrainConfig, minutes: float) -> None:
@@ -267,6 +272,31 @@ def load_checkpoint(path: Path, model, ema, opt, device) -> tuple[int, float]:
                                 "exp_avg_sq": f.get_tensor(f"opt.{i}.exp_avg_sq").to(device),
                                 "step": f.get_tensor(f"opt.{i}.step")[0].clone()}
     return int(meta["step"]), float(meta.get("minutes", 0))
+
+
+def init_from(path: Path, model, ema, log=print) -> None:
+    """Fine-tuning: copy the weights of a ``model.safetensors`` (or the EMA of a ``checkpoint.safetensors``) into
+    ``model`` and ``ema``. Every tensor of the file must exist in the model with the same shape; tensors the
+    model has and the file lacks (e.g. a newly added zero-initialised branch) keep their initialisation and are
+    listed in the log."""
+    from safetensors.torch import load_file
+    if not path.exists():
+        raise ConfigError(f"train.init = {str(path)!r} does not exist; give a model.safetensors written by `i2v train`")
+    sd = load_file(str(path))
+    if any(k.startswith("ema.") for k in sd):
+        sd = {k[4:]: v for k, v in sd.items() if k.startswith("ema.")}
+    own = model.state_dict()
+    unexpected = sorted(set(sd) - set(own))
+    misshaped = [f"{k}: model {tuple(own[k].shape)}, file {tuple(sd[k].shape)}" for k in sd
+                 if k in own and own[k].shape != sd[k].shape]
+    if unexpected or misshaped:
+        raise CheckpointError(f"{path}: cannot initialise the configured {type(model).__name__} from it "
+                              f"(unexpected {unexpected[:4]}, misshaped {misshaped[:4]}); is it the same backbone preset?")
+    fresh = sorted(set(own) - set(sd))
+    for module in (model, ema):
+        module.load_state_dict({**module.state_dict(), **{k: v.to(own[k].dtype) for k, v in sd.items()}})
+    log(f"initialised from {path}: {len(sd)} tensors loaded"
+        + (f", {len(fresh)} new ones keep their initialisation ({', '.join(fresh)})" if fresh else ""))
 
 
 # --- the loop ----------------------------------------------------------------------------------------------
@@ -321,6 +351,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             raise ConfigError(f"{ckpt} exists; pass --resume to continue that run, or set train.out_dir elsewhere")
         step, minutes_before = load_checkpoint(ckpt, model, ema, opt, device)
         log(f"resumed from {ckpt} at step {step}")
+    elif tc.init:
+        init_from(Path(tc.init), model, ema, log)
     (out / "config.json").write_text(config_to_json(cfg))
 
     n_params = sum(p.numel() for p in model.parameters())

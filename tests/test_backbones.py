@@ -11,12 +11,16 @@ from i2v.models.unet3d import UNet3D, UNet3DConfig
 TINY = {
     "unet": lambda: UNet3D(UNet3DConfig(channels=(16, 32), spatial_attention=(False, True), emb_dim=32)),
     "dit": lambda: DiT(DiTConfig(dim=32, depth=2, emb_dim=32)),
+    # the same with the output branch that warps the first frame (backbone.WarpHead)
+    "unet-warp": lambda: UNet3D(UNet3DConfig(channels=(16, 32), spatial_attention=(False, True), emb_dim=32,
+                                             warp_head=True)),
+    "dit-warp": lambda: DiT(DiTConfig(dim=32, depth=2, emb_dim=32, warp_head=True)),
 }
 
 
 def temporal_params(name, model):
     """The parameters that mix frames (zero at init by construction)."""
-    if name == "unet":
+    if name.startswith("unet"):
         return [p for n, p in model.named_parameters() if "time_conv" in n or "temporal.proj" in n]
     # DiT: the temporal-attention gate g2 is chunk 5 of each block's 9-way adaLN output
     d = model.config.dim
@@ -46,7 +50,7 @@ def randomize(model, seed=1):
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
 
 
-@pytest.mark.parametrize("name", ["unet", "dit"])
+@pytest.mark.parametrize("name", list(TINY))
 @pytest.mark.parametrize("t", [1, 5])
 def test_shapes_any_frame_count(name, t):
     model = TINY[name]()
@@ -54,7 +58,7 @@ def test_shapes_any_frame_count(name, t):
     assert model(x, c, **kw).shape == x.shape
 
 
-@pytest.mark.parametrize("name", ["unet", "dit"])
+@pytest.mark.parametrize("name", list(TINY))
 def test_temporal_layers_start_at_identity_and_are_the_only_path_between_frames(name):
     model = TINY[name]()
     for item in temporal_params(name, model):  # zero at initialisation
@@ -74,7 +78,7 @@ def test_temporal_layers_start_at_identity_and_are_the_only_path_between_frames(
     assert alone[2] > 1e-4
 
 
-@pytest.mark.parametrize("name", ["unet", "dit"])
+@pytest.mark.parametrize("name", list(TINY))
 def test_from_state_dict_round_trip(name):
     model = TINY[name]()
     randomize(model)
@@ -86,7 +90,7 @@ def test_from_state_dict_round_trip(name):
         torch.testing.assert_close(again(x, c, **kw), model(x, c, **kw))
 
 
-@pytest.mark.parametrize("name", ["unet", "dit"])
+@pytest.mark.parametrize("name", list(TINY))
 def test_from_state_dict_errors_name_the_tensor(name):
     cls = type(TINY[name]())
     sd = TINY[name]().state_dict()
@@ -100,7 +104,7 @@ def test_from_state_dict_errors_name_the_tensor(name):
         cls.from_state_dict(bad)
     with pytest.raises(CheckpointError, match="unexpected extra.weight"):
         cls.from_state_dict(dict(sd, **{"extra.weight": torch.zeros(1)}))
-    with pytest.raises(CheckpointError, match=f"not a {'UNet3D' if name == 'unet' else 'DiT'} checkpoint"):
+    with pytest.raises(CheckpointError, match=f"not a {'UNet3D' if name.startswith('unet') else 'DiT'} checkpoint"):
         cls.from_state_dict({"foo": torch.zeros(1)})
 
 

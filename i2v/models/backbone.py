@@ -13,13 +13,15 @@ A backbone is the raw network ``F`` that :class:`i2v.diffusion.Denoiser` wraps i
 Every backbone class has a ``Config`` dataclass, ``config`` attribute, ``from_state_dict(sd)`` that infers the
 config from tensor shapes and loads strictly (:func:`load_strict`), and supports any number of frames.
 
-This module also holds the one piece both backbones share: :class:`ConditionEmbedding`, which turns
-(c_noise, motion, speed, frame index) into one vector per frame.
+This module also holds the pieces both backbones share: :class:`ConditionEmbedding`, which turns
+(c_noise, motion, speed, frame index) into one vector per frame, and :class:`WarpHead`, the optional output
+branch that moves the first frame's pixels instead of redrawing them.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.procedural import MOTIONS
@@ -52,6 +54,46 @@ class ConditionEmbedding(nn.Module):
         k = torch.arange(frames, device=e.device, dtype=torch.float32)
         f = self.frame_mlp(timestep_embedding(k, self.freq_dim).to(dtype))  # (t, dim)
         return (e[:, None] + f[None]).flatten(0, 1)  # (b, dim) + (t, dim) -> (b t) dim
+
+
+class WarpHead(nn.Module):
+    """Moves the first frame the way the conditioning asks, as a spatial transformer (Jaderberg et al. 2015)
+    with a flow refinement (as in flow-based video prediction, e.g. Liu et al. 2017, "Video Frame Synthesis
+    using Deep Voxel Flow")::
+
+        theta_f = I + A(SiLU(e_f))                     a 2x3 affine map per frame f, from its conditioning vector
+        grid_f  = affine_grid(theta_f) + 0.1 * r_f     r_f: per-pixel residual flow from the backbone's features
+        out_f   = g(SiLU(e_f)) * grid_sample(first_frame, grid_f)      g: a learned gain per frame
+
+    The camera moves of the training data (pan, zoom, rotation) are affine maps of the image plane, so the
+    affine branch can express them from the label, speed and frame index alone; parallax and moving sprites
+    need the residual flow; pixels that enter the frame (nothing to warp from) are left to the backbone's
+    ordinary output, which ``out_f`` is added to. Nothing here is given the true motion: A, g and r are learned.
+    A and g are zero-initialised, so at initialisation the head adds nothing (g = 0) and warps by the identity.
+    Grid coordinates are normalised to [-1, 1] (``align_corners=False``); the border pixel repeats outside.
+    """
+
+    def __init__(self, emb_dim: int):
+        super().__init__()
+        self.affine = nn.Linear(emb_dim, 6)
+        self.gain = nn.Linear(emb_dim, 1)
+        for m in (self.affine, self.gain):
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward(self, first_frame: torch.Tensor, emb: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """first_frame (b, 3, h, w), emb ((b t), d), flow ((b t), 2, h, w) or None -> ((b t), 3, h, w)."""
+        bt, (b, c, h, w) = emb.shape[0], first_frame.shape
+        with torch.autocast(emb.device.type, enabled=False):  # float32: bfloat16 would round shifts to ~0.1 px
+            e = F.silu(emb.float())
+            identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
+            theta = identity + self.affine(e).view(bt, 2, 3)
+            grid = F.affine_grid(theta, [bt, c, h, w], align_corners=False)  # (bt, h, w, 2) positions (x, y)
+            if flow is not None:
+                grid = grid + 0.1 * flow.float().permute(0, 2, 3, 1)
+            src = first_frame.float().repeat_interleave(bt // b, dim=0)  # the first frame for every (clip, frame)
+            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+            return self.gain(e)[:, :, None, None] * warped
 
 
 def load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:

@@ -19,6 +19,7 @@ Layouts::
     x (b, 3, t, H, W) + first frame (b, 3, H, W)
       -> cat (b, 6, t, H, W) -> patches 'b c t (h p) (w q) -> b t (h w) (p q c)' -> Linear -> (b, t, n, d)
       -> blocks -> adaLN, cat input patch, Linear (zero init) -> (b, t, n, p q 3) -> (b, 3, t, H, W)
+      [warp_head: + WarpHead(first frame; affine from the conditioning, flow from a second zero-init Linear)]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .backbone import NULL_MOTION, ConditionEmbedding, load_strict, require
+from .backbone import NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
 
 HEAD_DIM = 32  # target head width; heads = max(1, dim // 32), fixed because head counts leave no trace in shapes
 
@@ -49,6 +50,7 @@ class DiTConfig:
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
     num_motions: int = NULL_MOTION + 1  # motion classes + the null label for guidance
     attention: str = "factorised"  # "factorised" (space then time) or "full" (one 3D attention, no temporal weights)
+    warp_head: bool = False  # add backbone.WarpHead: the output also moves the first frame's pixels
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "DiTConfig":
@@ -63,7 +65,8 @@ class DiTConfig:
         emb = require(sd, "embed.motion_embed.weight", what)
         return cls(dim=w.shape[0], depth=depth, patch=patch, mlp_ratio=mlp.shape[0] // w.shape[0],
                    emb_dim=emb.shape[1], num_motions=emb.shape[0],
-                   attention="factorised" if any(".temporal." in k for k in sd) else "full")
+                   attention="factorised" if any(".temporal." in k for k in sd) else "full",
+                   warp_head="warp.affine.weight" in sd)
 
 
 def rope_angles(t: int, h: int, w: int, head_dim: int, device) -> torch.Tensor:
@@ -161,7 +164,12 @@ class DiT(nn.Module):
         # the output layer also sees the raw input patch (noisy + first frame): a long skip, so low-noise
         # denoising does not depend on squeezing every pixel through the token width
         self.out = nn.Linear(cfg.dim + 6 * cfg.patch**2, 3 * cfg.patch**2)
-        for m in (self.ada_out, self.out):  # DiT: zero-initialised final layer
+        zero = [self.ada_out, self.out]
+        if cfg.warp_head:
+            self.warp = WarpHead(cfg.emb_dim)
+            self.flow_out = nn.Linear(cfg.dim + 6 * cfg.patch**2, 2 * cfg.patch**2)  # residual flow per pixel
+            zero.append(self.flow_out)
+        for m in zero:  # DiT: zero-initialised final layer
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -180,8 +188,12 @@ class DiT(nn.Module):
         for block in self.blocks:
             z = block(z, c, angles, t)
         shift, scale = self.ada_out(F.silu(c))[:, None].chunk(2, dim=-1)
-        z = self.out(torch.cat([modulate(self.norm_out(z), shift, scale), patches], dim=-1))  # (b t) n (p q 3)
-        return rearrange(z, "(b t) (h w) (p q c) -> b c t (h p) (w q)", t=t, h=h, p=p, q=p)
+        z = torch.cat([modulate(self.norm_out(z), shift, scale), patches], dim=-1)
+        out = rearrange(self.out(z), "bt (h w) (p q c) -> bt c (h p) (w q)", h=h, p=p, q=p)  # (b t) 3 H W
+        if self.config.warp_head:
+            flow = rearrange(self.flow_out(z), "bt (h w) (p q c) -> bt c (h p) (w q)", h=h, p=p, q=p)
+            out = out + self.warp(first_frame, c, flow).to(out.dtype)
+        return rearrange(out, "(b t) c H W -> b c t H W", t=t)
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "DiT":

@@ -15,6 +15,7 @@ Layouts::
       -> (b t) 6 H W -> pixel_unshuffle(p) -> (b t) 6p^2 H/p W/p
       -> levels [c0 @ H/p, c1 @ H/2p, c2 @ H/4p]: ResBlock(+temporal conv) [+ spatial attn] + temporal attn
       -> conv_out(cat[features, unshuffled input]) -> pixel_shuffle(p) -> (b, 3, t, H, W)
+      [warp_head: + WarpHead(first frame; affine from the conditioning, flow from a second zero-init conv)]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..nn.embeddings import timestep_embedding
-from .backbone import NULL_MOTION, ConditionEmbedding, load_strict, require
+from .backbone import NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
 
 HEAD_DIM = 32  # attention head width; fixed (heads = channels // 32) because head counts leave no trace in shapes
 
@@ -40,6 +41,7 @@ class UNet3DConfig:
     patch: int = 4  # pixel_unshuffle factor: 64x64 frames become a 16x16 grid
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
     num_motions: int = NULL_MOTION + 1  # motion classes + the null label for guidance
+    warp_head: bool = False  # add backbone.WarpHead: the output also moves the first frame's pixels
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "UNet3DConfig":
@@ -55,7 +57,7 @@ class UNet3DConfig:
         spatial = tuple(f"down.{i}.spatial.qkv.weight" in sd for i in range(len(channels)))
         emb = require(sd, "embed.motion_embed.weight", what)  # (num_motions, emb_dim)
         return cls(channels=tuple(channels), spatial_attention=spatial, patch=patch, emb_dim=emb.shape[1],
-                   num_motions=emb.shape[0])
+                   num_motions=emb.shape[0], warp_head="warp.affine.weight" in sd)
 
 
 def group_norm(c: int) -> nn.GroupNorm:
@@ -157,8 +159,14 @@ class UNet3D(nn.Module):
         # the output conv also sees the unshuffled input itself: 48 noisy values per cell cannot squeeze through
         # c0 = 64 features, and low-noise denoising needs every one of them (a long skip connection)
         self.conv_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, 3 * cfg.patch**2, 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        zero = [self.conv_out]
+        if cfg.warp_head:
+            self.warp = WarpHead(cfg.emb_dim)
+            self.flow_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, 2 * cfg.patch**2, 3, padding=1)  # residual flow
+            zero.append(self.flow_out)
+        for m in zero:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
 
     def forward(self, x, c_noise, *, first_frame, motion, speed):
         b, _, t, H, W = x.shape
@@ -182,8 +190,10 @@ class UNet3D(nn.Module):
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             h = level(torch.cat([h, skips.pop()], dim=1), emb, t)
         h = torch.cat([F.silu(self.norm_out(h)), h_in], dim=1)  # (b t) c0+6p^2 H/p W/p
-        h = F.pixel_shuffle(self.conv_out(h), p)  # (b t) 3p^2 H/p W/p -> (b t) 3 H W
-        return rearrange(h, "(b t) c h w -> b c t h w", t=t)
+        out = F.pixel_shuffle(self.conv_out(h), p)  # (b t) 3p^2 H/p W/p -> (b t) 3 H W
+        if self.config.warp_head:
+            out = out + self.warp(first_frame, emb, F.pixel_shuffle(self.flow_out(h), p)).to(out.dtype)
+        return rearrange(out, "(b t) c h w -> b c t h w", t=t)
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "UNet3D":
