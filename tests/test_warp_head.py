@@ -33,7 +33,7 @@ def head_with(theta: np.ndarray, gain: float, emb_dim=8) -> WarpHead:
 def run(head, img: np.ndarray, flow=None) -> np.ndarray:
     first = torch.from_numpy(img).permute(2, 0, 1)[None]
     with torch.no_grad():
-        out = head(first, torch.zeros(1, head.affine.in_features), flow)
+        out = head(first, torch.zeros(1, head.hidden.in_features), flow)
     return out[0].permute(1, 2, 0).numpy()
 
 
@@ -92,7 +92,7 @@ def test_head_learns_a_subpixel_shift_from_examples():
         loss.backward()
         opt.step()
     with torch.no_grad():
-        e = torch.nn.functional.silu(emb[:1])
+        e = torch.nn.functional.silu(head.hidden(torch.nn.functional.silu(emb[:1])))
         theta = head.affine(e).view(2, 3)
         gain = head.gain(e).item()
     assert theta[0, 2].item() * SIZE / 2 == pytest.approx(-2.5, abs=0.05)
@@ -116,7 +116,7 @@ def test_fine_tuning_adds_a_warp_head_without_changing_the_function(tmp_path, ba
     ema = copy.deepcopy(new)
     logs = []
     init_from(tmp_path / "model.safetensors", new, ema, log=logs.append)
-    assert "6 new ones keep their initialisation" in logs[0] and "warp.gain.weight" in logs[0]
+    assert "8 new ones keep their initialisation" in logs[0] and "warp.gain.weight" in logs[0]
     x, first = torch.randn(1, 3, 3, 32, 32), torch.randn(1, 3, 32, 32)
     kw = dict(first_frame=first, motion=torch.tensor([2]), speed=torch.tensor([1.0]))
     with torch.no_grad():

@@ -61,12 +61,14 @@ class WarpHead(nn.Module):
     with a flow refinement (as in flow-based video prediction, e.g. Liu et al. 2017, "Video Frame Synthesis
     using Deep Voxel Flow")::
 
-        theta_f = I + A(SiLU(e_f))                     a 2x3 affine map per frame f, from its conditioning vector
+        h_f     = SiLU(W SiLU(e_f) + b)                a hidden layer on frame f's conditioning vector e_f
+        theta_f = I + A(h_f)                           a 2x3 affine map per frame
         grid_f  = affine_grid(theta_f) + 0.1 * r_f     r_f: per-pixel residual flow from the backbone's features
-        out_f   = g(SiLU(e_f)) * grid_sample(first_frame, grid_f)      g: a learned gain per frame
+        out_f   = g(h_f) * grid_sample(first_frame, grid_f)      g: a learned gain per frame
 
     The camera moves of the training data (pan, zoom, rotation) are affine maps of the image plane, so the
-    affine branch can express them from the label, speed and frame index alone; parallax and moving sprites
+    affine branch can express them from the label, speed and frame index alone (the hidden layer lets it form
+    products such as speed x frame index, which a linear map of the summed embedding cannot); parallax and moving sprites
     need the residual flow; pixels that enter the frame (nothing to warp from) are left to the backbone's
     ordinary output, which ``out_f`` is added to. Nothing here is given the true motion: A, g and r are learned.
     A and g are zero-initialised, so at initialisation the head adds nothing (g = 0) and warps by the identity.
@@ -75,6 +77,7 @@ class WarpHead(nn.Module):
 
     def __init__(self, emb_dim: int):
         super().__init__()
+        self.hidden = nn.Linear(emb_dim, emb_dim)
         self.affine = nn.Linear(emb_dim, 6)
         self.gain = nn.Linear(emb_dim, 1)
         for m in (self.affine, self.gain):
@@ -85,7 +88,7 @@ class WarpHead(nn.Module):
         """first_frame (b, 3, h, w), emb ((b t), d), flow ((b t), 2, h, w) or None -> ((b t), 3, h, w)."""
         bt, (b, c, h, w) = emb.shape[0], first_frame.shape
         with torch.autocast(emb.device.type, enabled=False):  # float32: bfloat16 would round shifts to ~0.1 px
-            e = F.silu(emb.float())
+            e = F.silu(self.hidden(F.silu(emb.float())))
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
             theta = identity + self.affine(e).view(bt, 2, 3)
             grid = F.affine_grid(theta, [bt, c, h, w], align_corners=False)  # (bt, h, w, 2) positions (x, y)
