@@ -110,10 +110,13 @@ def eval_clips(clips_per_class: int = 3, data_seed: int = 0, frames: int = 16, s
 
 
 def evaluate(pipelines: dict, clips_per_class: int = 3, steps: int = 20, sampler=None, data_seed: int = 0,
-             motions=MOTIONS, progress: bool = True, split: str = "eval", **sample_kw) -> Report:
+             motions=MOTIONS, progress: bool = True, split: str = "eval", keep: dict | None = None,
+             **sample_kw) -> Report:
     """Score ``pipelines`` ({name: BuiltinPipeline}) plus the static and oracle baselines; see the module doc.
     ``split="train"`` scores training clips instead (for choosing sampling options without touching the
-    held-out set); ``sample_kw`` (e.g. guidance, start_sigma) go to every pipeline call."""
+    held-out set); ``sample_kw`` (e.g. guidance, start_sigma) go to every pipeline call. If ``keep`` is a
+    dict, it receives ``{motion: {"truth": frames, method: frames, ...}}`` for the first clip of each class
+    (frames (t, h, w, 3) in [0, 1]), e.g. for :func:`samples_figure`."""
     from tqdm import tqdm
 
     any_pipe = next(iter(pipelines.values()), None)
@@ -130,6 +133,8 @@ def evaluate(pipelines: dict, clips_per_class: int = 3, steps: int = 20, sampler
                        seed=i, frames=frames, progress=False, **sample_kw)
             preds[name] = out.permute(0, 2, 3, 1).numpy()  # (t, c, h, w) -> (t, h, w, c)
         true = clip.frames
+        if keep is not None and clip.motion not in keep:
+            keep[clip.motion] = {"truth": true, **preds}
         for name, pred in preds.items():
             per[name][clip.motion].append((psnr(pred[1:], true[1:]), ssim(pred[1:], true[1:])))
         moving = clip.motion != "static"
@@ -168,3 +173,42 @@ def format_table(report: Report) -> str:
         for k, (w, f) in report.temporal.items():
             lines.append(f"| {k} | {w:.4f} | {w / gt_w:.2f} | {f:.4f} | {f / gt_f:.2f} |")
     return "\n".join(lines)
+
+
+def samples_figure(kept: dict, path, motions=("pan-left", "zoom-in", "rotate-cw", "bounce"), every: int = 3,
+                   scale: int = 2) -> Path:
+    """A PNG grid of :func:`evaluate`'s kept clips: for each motion a block of rows (the truth, then each
+    method), columns frames 0, every, 2 every, ...; written atomically."""
+    import os
+    from pathlib import Path
+
+    from PIL import Image, ImageDraw
+
+    from .video import to_uint8
+
+    motions = [m for m in motions if m in kept] or list(kept)
+    if not motions:
+        raise ConfigError("no kept clips to draw; pass keep={} to evaluate()")
+    first = kept[motions[0]]
+    t, h, w, _ = first["truth"].shape
+    cols = list(range(0, t, every))
+    label_w, gap = 150, 6
+    rows = [(m, name, frames) for m in motions for name, frames in kept[m].items() if name != "static"]
+    fig = Image.new("RGB", (label_w + len(cols) * (w * scale + 2), len(rows) * (h * scale + 2) + gap * len(motions)),
+                    "white")
+    draw = ImageDraw.Draw(fig)
+    y, last = 0, None
+    for m, name, frames in rows:
+        if m != last and last is not None:
+            y += gap
+        last = m
+        draw.text((4, y + h * scale // 2 - 6), f"{m}: {name}", fill="black")
+        for j, k in enumerate(cols):
+            tile = Image.fromarray(to_uint8(frames[k:k + 1])[0]).resize((w * scale, h * scale), Image.NEAREST)
+            fig.paste(tile, (label_w + j * (w * scale + 2), y))
+        y += h * scale + 2
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.save(tmp, optimize=True)
+    os.replace(tmp, path)
+    return path

@@ -3,11 +3,12 @@ exact pixel shifts), so the table's static and oracle rows mean what they say.""
 
 import numpy as np
 import pytest
+from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 from i2v.data.procedural import PAN_PX, make_clip
-from i2v.evaluate import (eval_clips, evaluate, flicker, format_table, oracle_prediction, psnr, static_prediction,
-                          warping_error)
+from i2v.evaluate import (eval_clips, evaluate, flicker, format_table, oracle_prediction, psnr, samples_figure,
+                          static_prediction, warping_error)
 
 
 
@@ -47,3 +48,33 @@ def test_evaluate_baselines_table():
     assert report.scores["oracle"]["pan-down"][0] > expect + 5
     table = format_table(report)
     assert "| pan-down |" in table and "gain over static" in table and "ground truth" in table
+
+
+def test_kept_clips_and_samples_figure(tmp_path):
+    kept = {}
+    evaluate({}, clips_per_class=1, motions=("static", "pan-left"), progress=False, keep=kept)
+    clip = next(c for c in eval_clips(1, motions=("pan-left",)))
+    assert set(kept) == {"static", "pan-left"} and np.array_equal(kept["pan-left"]["truth"], clip.frames)
+    path = samples_figure(kept, tmp_path / "s.png", motions=("pan-left",), every=5, scale=1)
+    fig = np.asarray(Image.open(path).convert("RGB"))
+    # rows: truth, oracle (static is left out); columns frames 0, 5, 10, 15 after a 150 px label column
+    truth3 = (np.clip(clip.frames[10], 0, 1) * 255).round().astype(np.uint8)
+    assert np.array_equal(fig[0:64, 150 + 2 * 66:150 + 2 * 66 + 64], truth3)
+    assert fig.shape == (2 * 66 + 6, 150 + 4 * 66, 3)
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_cli_eval_json_figure_and_merge(tmp_path, capsys):
+    """`i2v eval` end to end on a tiny freshly initialised model: the table, --json, --figure, --merge."""
+    from i2v.cli import main
+    from i2v.train import build_model, export_model, load_config
+
+    cfg = load_config("configs/builtin_dit.toml", ["dit.dim=32", "dit.depth=1", "data.frames=4", "data.size=32"])
+    export_model(tmp_path / "model.safetensors", build_model(cfg), cfg, step=0, minutes=0.0)
+    j, fig = tmp_path / "d.json", tmp_path / "d.png"
+    assert main(["eval", "--weights", str(tmp_path / "model.safetensors"), "--clips-per-class", "1", "--steps", "2",
+                 "--json", str(j), "--figure", str(fig)]) == 0
+    out = capsys.readouterr().out
+    assert "| pan-left |" in out and "dit (" in out and fig.exists() and j.exists()
+    assert main(["eval", "--merge", str(j)]) == 0
+    assert "gain over static" in capsys.readouterr().out

@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   i2v eval --backbone unet --clips-per-class 1    quick look
   i2v eval --weights runs/builtin_unet/model.safetensors --json scores.json
   i2v eval --backbone none                        only the static and oracle baselines
+  i2v eval --clips-per-class 1 --figure samples.png   and a picture of truth vs each model
   i2v eval --backbone unet --json u.json & i2v eval --backbone dit --json d.json; i2v eval --merge u.json d.json"""
 
 
@@ -30,6 +31,9 @@ def add_arguments(parser):
                         help="held-out clips (default) or training clips, to tune options without the held-out set")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="also draw a PNG: truth and each method for the first clip of pan-left, zoom-in, "
+                             "rotate-cw and bounce, every third frame")
     parser.add_argument("--merge", nargs="+", type=Path, default=[],
                         help="print the table of these --json reports combined (no evaluation)")
 
@@ -38,7 +42,7 @@ def run(args) -> int:
     import torch
 
     from ..errors import ConfigError
-    from ..evaluate import Report, evaluate, format_table
+    from ..evaluate import Report, evaluate, format_table, samples_figure
     from ..pipelines.builtin import BuiltinPipeline
 
     if args.merge:
@@ -60,10 +64,13 @@ def run(args) -> int:
         for b in args.backbone:
             if b != "none":
                 pipes[b] = BuiltinPipeline.load(b)
+    kept = {} if args.figure else None
     report = evaluate(pipes, clips_per_class=args.clips_per_class, steps=args.steps, sampler=args.sampler,
                       data_seed=args.data_seed, split=args.split, guidance=args.guidance,
-                      start_sigma=args.start_sigma, sigma_min=args.sigma_min)
+                      start_sigma=args.start_sigma, sigma_min=args.sigma_min, keep=kept)
     print(format_table(report))
+    if args.figure:
+        print(f"wrote {samples_figure(kept, args.figure)}")
     if args.json:
         args.json.write_text(report.to_json())
         print(f"wrote {args.json}")
