@@ -68,6 +68,7 @@ class LoopConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # EMA of weights, with the usual (1 + n) / (10 + n) ramp early on
     p_uncond: float = 0.1  # label dropout, enables classifier-free guidance
+    warp_loss: float = 1.0  # weight of the warp head's auxiliary loss (backbones with warp_head = true)
     seed: int = 0  # noise / dropout seed
     checkpoint_every: int = 250  # steps between checkpoints
     log_every: int = 10
@@ -207,6 +208,18 @@ def diffusion_loss(denoiser: Denoiser, x0, cond: dict, sigma, eps, prediction: s
     _, c_out, _, _ = denoiser.scalings(sigma)
     err = (d - x0) / append_dims(c_out, x0.ndim)
     return err[:, :, 1:].square().mean()
+
+
+def warp_loss(model, x0, cond: dict, c_noise) -> torch.Tensor:
+    """Auxiliary loss of a backbone's warp head (:class:`i2v.models.backbone.WarpHead`): the first frame moved by
+    the affine map the head predicts from the conditioning alone, against the true frames 1..T-1 (mean squared
+    error in [-1, 1]). It trains the affine map directly, which the diffusion loss reaches only through the
+    head's gain (zero at initialisation)."""
+    b, _, t, h, w = x0.shape
+    emb = model.embed(c_noise, cond["motion"], cond["speed"], t)  # the conditioning vectors the backbone sees
+    theta, _ = model.warp.motion(emb)
+    moved = model.warp.warp(cond["first_frame"], theta).unflatten(0, (b, t)).transpose(1, 2)  # (b, 3, t, h, w)
+    return (moved - x0)[:, :, 1:].square().mean()
 
 
 def make_cond(x0, labels, speeds) -> dict:
@@ -388,7 +401,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-            loss = diffusion_loss(denoiser, x0, make_cond(x0, labels, speeds), sigma, eps, cfg.diffusion.prediction)
+            cond = make_cond(x0, labels, speeds)
+            loss = diffusion_loss(denoiser, x0, cond, sigma, eps, cfg.diffusion.prediction)
+            if getattr(model, "warp", None) is not None and tc.warp_loss:
+                loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
         loss = loss.float()
         if not torch.isfinite(loss):
             from .errors import NumericalError

@@ -127,3 +127,16 @@ def test_fine_tuning_adds_a_warp_head_without_changing_the_function(tmp_path, ba
     export_model(tmp_path / "warp.safetensors", new, warp, step=1, minutes=0.0)
     with pytest.raises(CheckpointError, match="unexpected.*warp"):
         init_from(tmp_path / "warp.safetensors", build_model(plain), build_model(plain))
+
+
+def test_warp_loss_at_initialisation_is_the_static_baseline_error():
+    """An untrained head warps by the identity, so its auxiliary loss is frame 0 vs frames 1..T-1."""
+    from i2v.data.procedural import make_batch
+    from i2v.train import make_cond, warp_loss
+
+    cfg = load_config("configs/builtin_dit.toml", ["dit.dim=32", "dit.depth=1"])
+    model = build_model(cfg)
+    x0, labels, speeds = make_batch("eval", range(2), frames=5, size=32)
+    got = warp_loss(model, x0, make_cond(x0, labels, speeds), torch.zeros(2)).item()
+    expect = (x0[:, :, 1:] - x0[:, :, :1]).square().mean().item()
+    assert got == pytest.approx(expect, rel=1e-5) and expect > 0.01

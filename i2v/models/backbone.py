@@ -72,6 +72,8 @@ class WarpHead(nn.Module):
     need the residual flow; pixels that enter the frame (nothing to warp from) are left to the backbone's
     ordinary output, which ``out_f`` is added to. Nothing here is given the true motion: A, g and r are learned.
     A and g are zero-initialised, so at initialisation the head adds nothing (g = 0) and warps by the identity.
+    While g is near zero the diffusion loss hardly reaches A, so training adds an auxiliary loss on the affine
+    warp alone (:func:`i2v.train.warp_loss`: the moved first frame against the true frames).
     Grid coordinates are normalised to [-1, 1] (``align_corners=False``); the border pixel repeats outside.
     """
 
@@ -84,19 +86,27 @@ class WarpHead(nn.Module):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward(self, first_frame: torch.Tensor, emb: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
-        """first_frame (b, 3, h, w), emb ((b t), d), flow ((b t), 2, h, w) or None -> ((b t), 3, h, w)."""
-        bt, (b, c, h, w) = emb.shape[0], first_frame.shape
-        with torch.autocast(emb.device.type, enabled=False):  # float32: bfloat16 would round shifts to ~0.1 px
-            e = F.silu(self.hidden(F.silu(emb.float())))
+    def motion(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """emb ((b t), d) -> (theta ((b t), 2, 3) affine maps, gain ((b t), 1)), in float32."""
+        with torch.autocast(emb.device.type, enabled=False):  # bfloat16 would round shifts to ~0.1 px
+            h = F.silu(self.hidden(F.silu(emb.float())))
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
-            theta = identity + self.affine(e).view(bt, 2, 3)
+            return identity + self.affine(h).view(-1, 2, 3), self.gain(h)
+
+    def warp(self, first_frame: torch.Tensor, theta: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """The first frame (b, 3, h, w) moved by theta ((b t), 2, 3) [+ flow ((b t), 2, h, w)] -> ((b t), 3, h, w)."""
+        bt, (b, c, h, w) = theta.shape[0], first_frame.shape
+        with torch.autocast(theta.device.type, enabled=False):
             grid = F.affine_grid(theta, [bt, c, h, w], align_corners=False)  # (bt, h, w, 2) positions (x, y)
             if flow is not None:
                 grid = grid + 0.1 * flow.float().permute(0, 2, 3, 1)
             src = first_frame.float().repeat_interleave(bt // b, dim=0)  # the first frame for every (clip, frame)
-            warped = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
-            return self.gain(e)[:, :, None, None] * warped
+            return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    def forward(self, first_frame: torch.Tensor, emb: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
+        """first_frame (b, 3, h, w), emb ((b t), d), flow ((b t), 2, h, w) or None -> ((b t), 3, h, w)."""
+        theta, gain = self.motion(emb)
+        return gain[:, :, None, None] * self.warp(first_frame, theta, flow)
 
 
 def load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:
