@@ -55,7 +55,8 @@ to_png(rows, OUT / "06_data.png", scale=1 if not SMALL else 2)
 # %% [markdown]
 # ## 2. Train
 # The presets in `configs/` are the shipped models' recipes; here we shrink them with type-checked overrides
-# (the same `--set` syntax as `i2v train`). The loss is EDM's: the network's output vs its own target.
+# (the same `--set` syntax as `i2v train`). The loss is EDM's (the network's output vs its own target) plus
+# the warp head's auxiliary loss (the first frame moved by the predicted affine map vs the true frames).
 
 # %%
 run_dir = Path(tempfile.mkdtemp(prefix="i2v_tutorial_"))
