@@ -19,7 +19,9 @@ pixels); and for the temporal metrics **ground truth** (the true clips).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -179,9 +181,6 @@ def samples_figure(kept: dict, path, motions=("pan-left", "zoom-in", "rotate-cw"
                    scale: int = 2) -> Path:
     """A PNG grid of :func:`evaluate`'s kept clips: for each motion a block of rows (the truth, then each
     method), columns frames 0, every, 2 every, ...; written atomically."""
-    import os
-    from pathlib import Path
-
     from PIL import Image, ImageDraw
 
     from .video import to_uint8
