@@ -4,6 +4,7 @@ path between frames and start as the identity, and strict from_state_dict round 
 import pytest
 import torch
 
+from i2v.diffusion import Proposal
 from i2v.errors import CheckpointError
 from i2v.models.dit import DiT, DiTConfig
 from i2v.models.unet3d import UNet3D, UNet3DConfig
@@ -15,7 +16,21 @@ TINY = {
     "unet-warp": lambda: UNet3D(UNet3DConfig(channels=(16, 32), spatial_attention=(False, True), emb_dim=32,
                                              warp_head=True)),
     "dit-warp": lambda: DiT(DiTConfig(dim=32, depth=2, emb_dim=32, warp_head=True)),
+    # ... and with its mask: these return a Proposal (F, moved first frame, mask) for the Denoiser to blend
+    "unet-mask": lambda: UNet3D(UNet3DConfig(channels=(16, 32), spatial_attention=(False, True), emb_dim=32,
+                                             warp_head=True, warp_mask=True)),
+    "dit-mask": lambda: DiT(DiTConfig(dim=32, depth=2, emb_dim=32, warp_head=True, warp_mask=True)),
 }
+
+
+def run(model, x, c, kw):
+    """The network's raw output F, and with a warp mask also the per-pixel mask (concatenated on channels)."""
+    out = model(x, c, **kw)
+    if isinstance(out, Proposal):
+        assert out.frames.shape == x.shape and out.mask.shape == (x.shape[0], 1, *x.shape[2:])
+        assert 0 <= out.mask.min() and out.mask.max() <= 1
+        return torch.cat([out.F, out.mask], dim=1)
+    return out
 
 
 def temporal_params(name, model):
@@ -55,7 +70,9 @@ def randomize(model, seed=1):
 def test_shapes_any_frame_count(name, t):
     model = TINY[name]()
     x, c, kw = inputs(t=t)
-    assert model(x, c, **kw).shape == x.shape
+    out = model(x, c, **kw)
+    assert (out.F if isinstance(out, Proposal) else out).shape == x.shape
+    run(model, x, c, kw)  # checks the proposal's shapes
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -69,9 +86,9 @@ def test_temporal_layers_start_at_identity_and_are_the_only_path_between_frames(
     x2 = x.clone()
     x2[:, :, 2] += 1.0  # perturb frame 2 only
     with torch.no_grad():
-        mixed = (model(x2, c, **kw) - model(x, c, **kw)).abs().amax(dim=(0, 1, 3, 4))
+        mixed = (run(model, x2, c, kw) - run(model, x, c, kw)).abs().amax(dim=(0, 1, 3, 4))
         zero_temporal(name, model)
-        alone = (model(x2, c, **kw) - model(x, c, **kw)).abs().amax(dim=(0, 1, 3, 4))
+        alone = (run(model, x2, c, kw) - run(model, x, c, kw)).abs().amax(dim=(0, 1, 3, 4))
     others = [0, 1, 3, 4]
     assert mixed[others].min() > 1e-4  # with temporal layers, frame 2 reaches the other frames
     assert alone[others].max() < 1e-5  # without them, frames are processed independently
@@ -87,7 +104,7 @@ def test_from_state_dict_round_trip(name):
     assert again.config == model.config
     x, c, kw = inputs()
     with torch.no_grad():
-        torch.testing.assert_close(again(x, c, **kw), model(x, c, **kw))
+        torch.testing.assert_close(run(again, x, c, kw), run(model, x, c, kw))
 
 
 @pytest.mark.parametrize("name", list(TINY))

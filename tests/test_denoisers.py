@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from i2v.diffusion import CFGDenoiser, Denoiser, PARAMETERIZATIONS, discrete_timestep, frame_ramp
+from i2v.diffusion import CFGDenoiser, Denoiser, PARAMETERIZATIONS, Proposal, discrete_timestep, frame_ramp
 from i2v.diffusion.schedules import betas_scaled_linear, train_sigmas
 from i2v.errors import ConfigError
 
@@ -82,6 +82,18 @@ def test_flow_prediction():
         return eps - x0
 
     assert torch.allclose(Denoiser(net, "flow")(x, sigma), x0, atol=1e-12)
+
+
+def test_a_proposal_is_blended_after_preconditioning():
+    """D = m W + (1 - m)(c_skip x + c_out F), by hand with EDM's scalings (sigma_data = 0.5) at sigma = 2."""
+    x = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
+    w = torch.tensor([[0.3, 0.3, -0.7]], dtype=torch.float64)
+    m = torch.tensor([[0.0, 1.0, 0.25]], dtype=torch.float64)
+    net = lambda x_in, c_noise: Proposal(torch.full_like(x_in, 0.4), w, m)  # noqa: E731
+    c_skip, c_out = 0.25 / 4.25, 2 * 0.5 / 4.25**0.5
+    plain = c_skip * x + c_out * 0.4
+    expected = torch.stack([plain[0, 0], w[0, 1], 0.25 * w[0, 2] + 0.75 * plain[0, 2]])[None]
+    torch.testing.assert_close(Denoiser(net, "edm")(x, torch.tensor([2.0], dtype=torch.float64)), expected)
 
 
 def test_scalar_sigma_broadcasts_over_the_batch():

@@ -140,3 +140,41 @@ def test_warp_loss_at_initialisation_is_the_static_baseline_error():
     got = warp_loss(model, x0, make_cond(x0, labels, speeds), torch.zeros(2)).item()
     expect = (x0[:, :, 1:] - x0[:, :, :1]).square().mean().item()
     assert got == pytest.approx(expect, rel=1e-5) and expect > 1e-3
+
+
+@pytest.mark.parametrize("backbone", ["unet", "dit"])
+def test_warp_mask(tmp_path, backbone):
+    """Adding the mask to a trained warp-head model moves D by m0 = sigmoid(-4) of the way to the moved frame; a
+    saturated mask makes D the moved first frame itself (here the identity warp: the first frame), whatever the
+    noisy input."""
+    from i2v.diffusion import Denoiser
+    small = {"unet": ["unet.channels=[16, 32]", "unet.spatial_attention=[false, true]"],
+             "dit": ["dit.dim=32", "dit.depth=1"]}[backbone]
+    head = load_config(None, [f"backbone=\"{backbone}\"", *small, f"{backbone}.warp_head=true"])
+    torch.manual_seed(0)
+    old = build_model(head)
+    with torch.no_grad():
+        for name, p in old.named_parameters():
+            if not name.startswith(("warp.affine", "flow_out")):  # keep the identity warp: W is the first frame
+                p.add_(torch.randn_like(p) * 0.05)
+    export_model(tmp_path / "model.safetensors", old, head, step=1, minutes=0.0)
+    masked = load_config(None, [f"backbone=\"{backbone}\"", *small, f"{backbone}.warp_head=true",
+                                f"{backbone}.warp_mask=true"])
+    new = build_model(masked)
+    logs = []
+    init_from(tmp_path / "model.safetensors", new, copy.deepcopy(new), log=logs.append)
+    assert "2 new ones keep their initialisation (mask_out.bias, mask_out.weight)" in logs[0]
+    x, first = torch.randn(1, 3, 3, 32, 32), torch.randn(1, 3, 32, 32).clamp(-1, 1)
+    cond = dict(first_frame=first, motion=torch.tensor([2]), speed=torch.tensor([1.0]))
+    sigma = torch.tensor([1.5])
+    with torch.no_grad():
+        d_old = Denoiser(old.half().float(), "edm")(x, sigma, cond)
+        m0 = torch.sigmoid(torch.tensor(-4.0))
+        want = m0 * first[:, :, None] + (1 - m0) * d_old
+        torch.testing.assert_close(Denoiser(new, "edm")(x, sigma, cond), want, atol=1e-5, rtol=1e-4)
+        new.mask_out.bias.fill_(40.0)  # m = 1 everywhere
+        for noisy in (x, torch.randn_like(x) * 3):
+            torch.testing.assert_close(Denoiser(new, "edm")(noisy, sigma, cond), first[:, :, None].expand_as(x),
+                                       atol=1e-5, rtol=0)
+    with pytest.raises(Exception, match="warp_mask needs .*warp_head"):
+        build_model(load_config(None, [f"backbone=\"{backbone}\"", *small, f"{backbone}.warp_mask=true"]))

@@ -10,11 +10,19 @@ are small pure functions ``sigma -> (c_skip, c_out, c_in, c_noise)``; :class:`De
 Layouts: ``x`` is any tensor whose first axis is the batch, e.g. ``(b, c, h, w)`` or ``(b t) c h w``;
 ``sigma`` is a tensor of shape ``(b,)`` (one noise level per batch element) or a scalar.
 ``cond`` is a dict of keyword arguments passed to the network unchanged.
+
+A network may also propose a clean frame of its own (the built-in model's warp head moves the first frame):
+it then returns a :class:`Proposal` ``(F, frames, mask)`` and the denoiser blends after preconditioning, the
+composition of flow-based frame synthesis (Liu et al. 2017, Deep Voxel Flow; RIFE's fusion mask)::
+
+    D(x, sigma) = mask * frames + (1 - mask) * (c_skip x + c_out F)
+
+Where the mask is 1 the estimate is the proposed frame exactly, with nothing of the noisy input in it.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -25,6 +33,13 @@ from ..errors import ConfigError
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """(b,) -> (b, 1, ..., 1) with ``ndim`` axes in total, for broadcasting against x."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
+
+
+class Proposal(NamedTuple):
+    """A network's output when it also proposes clean frames; :class:`Denoiser` blends them into D."""
+    F: torch.Tensor  # the raw output, as a plain network returns it
+    frames: torch.Tensor  # proposed clean frames, same shape as x
+    mask: torch.Tensor  # in [0, 1], broadcastable to x: how much of D is the proposal
 
 
 def eps_scalings(sigma):
@@ -99,9 +114,13 @@ class Denoiser(nn.Module):
         c_skip, c_out, c_in, c_noise = self.scalings(sigma)
         if self.sigma_to_c_noise is not None:
             c_noise = self.sigma_to_c_noise(sigma)
-        F = self.model(x * append_dims(c_in, x.ndim), c_noise, **(cond or {}))
+        out = self.model(x * append_dims(c_in, x.ndim), c_noise, **(cond or {}))
+        F = out.F if isinstance(out, Proposal) else out
         # D(x, sigma) = c_skip x + c_out F(c_in x, c_noise)
-        return x * append_dims(c_skip, x.ndim) + F * append_dims(c_out, x.ndim)
+        d = x * append_dims(c_skip, x.ndim) + F * append_dims(c_out, x.ndim)
+        if isinstance(out, Proposal):  # blend in the network's own proposal: mask W + (1 - mask) D
+            d = out.mask * out.frames + (1 - out.mask) * d
+        return d
 
 
 def discrete_timestep(train_sigmas: torch.Tensor) -> Callable:

@@ -3,6 +3,7 @@
 A backbone is the raw network ``F`` that :class:`i2v.diffusion.Denoiser` wraps into ``D(x, sigma) -> x0``::
 
     F(x_in, c_noise, *, first_frame, motion, speed) -> (b, 3, t, h, w)
+                                                       [warp_mask: a Proposal (F, moved first frame, mask)]
 
     x_in         (b, 3, t, h, w)  noisy frames, already multiplied by c_in (frames live in [-1, 1])
     c_noise      (b,)             the preconditioning's noise conditioning (0.25 ln sigma for EDM, sigma for flow)
@@ -22,15 +23,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..data.procedural import MOTIONS
+from ..diffusion.denoisers import Proposal
 from ..errors import CheckpointError
 from ..nn.embeddings import timestep_embedding
 
 NULL_MOTION = len(MOTIONS)  # the extra label used for classifier-free guidance (label dropout in training)
 C_NOISE_SCALE = 250.0  # 0.25 ln sigma spans about [-2, 1.5]; x250 spreads it over the sinusoid's frequencies
 SPEED_SCALE = 100.0
+MASK_INIT = -4.0  # initial bias of the warp mask's logit: sigmoid(-4) = 0.018
 
 
 class ConditionEmbedding(nn.Module):
@@ -75,6 +79,12 @@ class WarpHead(nn.Module):
     While g is near zero the diffusion loss hardly reaches A, so training adds an auxiliary loss on the affine
     warp alone (:func:`i2v.train.warp_loss`: the moved first frame against the true frames).
     Grid coordinates are normalised to [-1, 1] (``align_corners=False``); the border pixel repeats outside.
+
+    With ``warp_mask`` the backbone also predicts a per-pixel mask m = sigmoid(logit) from its features and
+    returns a :class:`i2v.diffusion.Proposal`: the denoiser's estimate becomes m * moved + (1 - m) * D, so
+    where the move explains the pixel (m -> 1) the frame is the moved first frame itself, free of the noise
+    that c_skip x carries into D (the composition of Deep Voxel Flow and RIFE). The logit's bias starts at
+    :data:`MASK_INIT` (m = 0.018): adding the mask to a trained model hardly changes it.
     """
 
     def __init__(self, emb_dim: int):
@@ -107,6 +117,19 @@ class WarpHead(nn.Module):
         """first_frame (b, 3, h, w), emb ((b t), d), flow ((b t), 2, h, w) or None -> ((b t), 3, h, w)."""
         theta, gain = self.motion(emb)
         return gain[:, :, None, None] * self.warp(first_frame, theta, flow)
+
+    def output(self, out, first_frame, emb, flow, mask_logit=None, frames: int = 1):
+        """A backbone's last step. out ((b t), 3, h, w) its own output, flow ((b t), 2, h, w), mask_logit
+        ((b t), 1, h, w) or None -> F (b, 3, t, h, w) = out + g * moved, or Proposal(F, moved, sigmoid(logit))."""
+        theta, gain = self.motion(emb)
+        moved = self.warp(first_frame, theta, flow)  # ((b t), 3, h, w), float32
+        f = rearrange(out + (gain[:, :, None, None] * moved).to(out.dtype), "(b t) c h w -> b c t h w", t=frames)
+        if mask_logit is None:
+            return f
+        with torch.autocast(moved.device.type, enabled=False):
+            mask = torch.sigmoid(mask_logit.float())
+        return Proposal(f, rearrange(moved, "(b t) c h w -> b c t h w", t=frames),
+                        rearrange(mask, "(b t) c h w -> b c t h w", t=frames))
 
 
 def load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:

@@ -20,6 +20,7 @@ Layouts::
       -> cat (b, 6, t, H, W) -> patches 'b c t (h p) (w q) -> b t (h w) (p q c)' -> Linear -> (b, t, n, d)
       -> blocks -> adaLN, cat input patch, Linear (zero init) -> (b, t, n, p q 3) -> (b, 3, t, H, W)
       [warp_head: + WarpHead(first frame; affine from the conditioning, flow from a second zero-init Linear)]
+      [warp_mask: + a third Linear's mask; returns Proposal(F, moved first frame, mask) for the Denoiser to blend]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from einops import rearrange
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from .backbone import NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
+from .backbone import MASK_INIT, NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
 
 HEAD_DIM = 32  # target head width; heads = max(1, dim // 32), fixed because head counts leave no trace in shapes
 
@@ -51,6 +52,7 @@ class DiTConfig:
     num_motions: int = NULL_MOTION + 1  # motion classes + the null label for guidance
     attention: str = "factorised"  # "factorised" (space then time) or "full" (one 3D attention, no temporal weights)
     warp_head: bool = False  # add backbone.WarpHead: the output also moves the first frame's pixels
+    warp_mask: bool = False  # (with warp_head) blend the moved frame into D by a predicted per-pixel mask
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "DiTConfig":
@@ -66,7 +68,7 @@ class DiTConfig:
         return cls(dim=w.shape[0], depth=depth, patch=patch, mlp_ratio=mlp.shape[0] // w.shape[0],
                    emb_dim=emb.shape[1], num_motions=emb.shape[0],
                    attention="factorised" if any(".temporal." in k for k in sd) else "full",
-                   warp_head="warp.affine.weight" in sd)
+                   warp_head="warp.affine.weight" in sd, warp_mask="mask_out.weight" in sd)
 
 
 def rope_angles(t: int, h: int, w: int, head_dim: int, device) -> torch.Tensor:
@@ -169,9 +171,16 @@ class DiT(nn.Module):
             self.warp = WarpHead(cfg.emb_dim)
             self.flow_out = nn.Linear(cfg.dim + 6 * cfg.patch**2, 2 * cfg.patch**2)  # residual flow per pixel
             zero.append(self.flow_out)
+        if cfg.warp_mask:
+            if not cfg.warp_head:
+                raise ConfigError("dit.warp_mask needs dit.warp_head = true (the mask blends the head's moved frame)")
+            self.mask_out = nn.Linear(cfg.dim + 6 * cfg.patch**2, cfg.patch**2)  # mask logit per pixel
         for m in zero:  # DiT: zero-initialised final layer
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if cfg.warp_mask:
+            nn.init.zeros_(self.mask_out.weight)
+            nn.init.constant_(self.mask_out.bias, MASK_INIT)
 
     def forward(self, x, c_noise, *, first_frame, motion, speed):
         b, _, t, H, W = x.shape
@@ -191,8 +200,10 @@ class DiT(nn.Module):
         z = torch.cat([modulate(self.norm_out(z), shift, scale), patches], dim=-1)
         out = rearrange(self.out(z), "bt (h w) (p q c) -> bt c (h p) (w q)", h=h, p=p, q=p)  # (b t) 3 H W
         if self.config.warp_head:
-            flow = rearrange(self.flow_out(z), "bt (h w) (p q c) -> bt c (h p) (w q)", h=h, p=p, q=p)
-            out = out + self.warp(first_frame, c, flow).to(out.dtype)
+            def unpatch(y):  # (b t) (h w) (p q c) -> (b t) c H W
+                return rearrange(y, "bt (h w) (p q c) -> bt c (h p) (w q)", h=h, p=p, q=p)
+            mask_logit = unpatch(self.mask_out(z)) if self.config.warp_mask else None
+            return self.warp.output(out, first_frame, c, unpatch(self.flow_out(z)), mask_logit, t)
         return rearrange(out, "(b t) c H W -> b c t H W", t=t)
 
     @classmethod

@@ -16,6 +16,7 @@ Layouts::
       -> levels [c0 @ H/p, c1 @ H/2p, c2 @ H/4p]: ResBlock(+temporal conv) [+ spatial attn] + temporal attn
       -> conv_out(cat[features, unshuffled input]) -> pixel_shuffle(p) -> (b, 3, t, H, W)
       [warp_head: + WarpHead(first frame; affine from the conditioning, flow from a second zero-init conv)]
+      [warp_mask: + a third conv's mask; returns Proposal(F, moved first frame, mask) for the Denoiser to blend]
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..nn.embeddings import timestep_embedding
-from .backbone import NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
+from .backbone import MASK_INIT, NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
 
 HEAD_DIM = 32  # attention head width; fixed (heads = channels // 32) because head counts leave no trace in shapes
 
@@ -42,6 +43,7 @@ class UNet3DConfig:
     emb_dim: int = 128  # conditioning vector (noise level + motion + speed + frame index)
     num_motions: int = NULL_MOTION + 1  # motion classes + the null label for guidance
     warp_head: bool = False  # add backbone.WarpHead: the output also moves the first frame's pixels
+    warp_mask: bool = False  # (with warp_head) blend the moved frame into D by a predicted per-pixel mask
 
     @classmethod
     def from_state_dict(cls, sd: dict) -> "UNet3DConfig":
@@ -57,7 +59,7 @@ class UNet3DConfig:
         spatial = tuple(f"down.{i}.spatial.qkv.weight" in sd for i in range(len(channels)))
         emb = require(sd, "embed.motion_embed.weight", what)  # (num_motions, emb_dim)
         return cls(channels=tuple(channels), spatial_attention=spatial, patch=patch, emb_dim=emb.shape[1],
-                   num_motions=emb.shape[0], warp_head="warp.affine.weight" in sd)
+                   num_motions=emb.shape[0], warp_head="warp.affine.weight" in sd, warp_mask="mask_out.weight" in sd)
 
 
 def group_norm(c: int) -> nn.GroupNorm:
@@ -164,9 +166,16 @@ class UNet3D(nn.Module):
             self.warp = WarpHead(cfg.emb_dim)
             self.flow_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, 2 * cfg.patch**2, 3, padding=1)  # residual flow
             zero.append(self.flow_out)
+        if cfg.warp_mask:
+            if not cfg.warp_head:
+                raise ConfigError("unet.warp_mask needs unet.warp_head = true (the mask blends the head's moved frame)")
+            self.mask_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, cfg.patch**2, 3, padding=1)  # mask logit per pixel
         for m in zero:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+        if cfg.warp_mask:
+            nn.init.zeros_(self.mask_out.weight)
+            nn.init.constant_(self.mask_out.bias, MASK_INIT)
 
     def forward(self, x, c_noise, *, first_frame, motion, speed):
         b, _, t, H, W = x.shape
@@ -192,7 +201,8 @@ class UNet3D(nn.Module):
         h = torch.cat([F.silu(self.norm_out(h)), h_in], dim=1)  # (b t) c0+6p^2 H/p W/p
         out = F.pixel_shuffle(self.conv_out(h), p)  # (b t) 3p^2 H/p W/p -> (b t) 3 H W
         if self.config.warp_head:
-            out = out + self.warp(first_frame, emb, F.pixel_shuffle(self.flow_out(h), p)).to(out.dtype)
+            mask_logit = F.pixel_shuffle(self.mask_out(h), p) if self.config.warp_mask else None
+            return self.warp.output(out, first_frame, emb, F.pixel_shuffle(self.flow_out(h), p), mask_logit, t)
         return rearrange(out, "(b t) c h w -> b c t h w", t=t)
 
     @classmethod
