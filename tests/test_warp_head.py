@@ -163,7 +163,7 @@ def test_warp_mask(tmp_path, backbone):
     new = build_model(masked)
     logs = []
     init_from(tmp_path / "model.safetensors", new, copy.deepcopy(new), log=logs.append)
-    assert "2 new ones keep their initialisation (mask_out.bias, mask_out.weight)" in logs[0]
+    assert "4 new ones keep their initialisation (mask_out.bias, mask_out.weight, warp.mask.bias, warp.mask.weight)" in logs[0]
     x, first = torch.randn(1, 3, 3, 32, 32), torch.randn(1, 3, 32, 32).clamp(-1, 1)
     cond = dict(first_frame=first, motion=torch.tensor([2]), speed=torch.tensor([1.0]))
     sigma = torch.tensor([1.5])

@@ -80,26 +80,35 @@ class WarpHead(nn.Module):
     warp alone (:func:`i2v.train.warp_loss`: the moved first frame against the true frames).
     Grid coordinates are normalised to [-1, 1] (``align_corners=False``); the border pixel repeats outside.
 
-    With ``warp_mask`` the backbone also predicts a per-pixel mask m = sigmoid(logit) from its features and
-    returns a :class:`i2v.diffusion.Proposal`: the denoiser's estimate becomes m * moved + (1 - m) * D, so
-    where the move explains the pixel (m -> 1) the frame is the moved first frame itself, free of the noise
-    that c_skip x carries into D (the composition of Deep Voxel Flow and RIFE). The logit's bias starts at
-    :data:`MASK_INIT` (m = 0.018): adding the mask to a trained model hardly changes it.
+    With ``warp_mask`` (``mask=True`` here) the backbone also predicts a mask m = sigmoid(l_pixel + M h_f),
+    a per-pixel logit from its features plus a per-frame one from the hidden layer (how far to trust the move
+    at this noise level, for this label, at this frame), and returns a :class:`i2v.diffusion.Proposal`: the
+    denoiser's estimate becomes m * moved + (1 - m) * D, so where the move explains the pixel (m -> 1) the frame
+    is the moved first frame itself, free of the noise that c_skip x carries into D (the composition of Deep
+    Voxel Flow and RIFE). The per-pixel logit's bias starts at :data:`MASK_INIT` and M at zero (m = 0.018):
+    adding the mask to a trained model hardly changes it.
     """
 
-    def __init__(self, emb_dim: int):
+    def __init__(self, emb_dim: int, mask: bool = False):
         super().__init__()
         self.hidden = nn.Linear(emb_dim, emb_dim)
         self.affine = nn.Linear(emb_dim, 6)
         self.gain = nn.Linear(emb_dim, 1)
-        for m in (self.affine, self.gain):
+        zero = [self.affine, self.gain]
+        if mask:  # the per-frame part of the mask logit (the backbone adds a per-pixel part)
+            self.mask = nn.Linear(emb_dim, 1)
+            zero.append(self.mask)
+        for m in zero:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
+
+    def _hidden(self, emb: torch.Tensor) -> torch.Tensor:
+        return F.silu(self.hidden(F.silu(emb.float())))
 
     def motion(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """emb ((b t), d) -> (theta ((b t), 2, 3) affine maps, gain ((b t), 1)), in float32."""
         with torch.autocast(emb.device.type, enabled=False):  # bfloat16 would round shifts to ~0.1 px
-            h = F.silu(self.hidden(F.silu(emb.float())))
+            h = self._hidden(emb)
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
             return identity + self.affine(h).view(-1, 2, 3), self.gain(h)
 
@@ -126,8 +135,8 @@ class WarpHead(nn.Module):
         f = rearrange(out + (gain[:, :, None, None] * moved).to(out.dtype), "(b t) c h w -> b c t h w", t=frames)
         if mask_logit is None:
             return f
-        with torch.autocast(moved.device.type, enabled=False):
-            mask = torch.sigmoid(mask_logit.float())
+        with torch.autocast(moved.device.type, enabled=False):  # logit = per pixel (features) + per frame (h_f)
+            mask = torch.sigmoid(mask_logit.float() + self.mask(self._hidden(emb))[:, :, None, None])
         return Proposal(f, rearrange(moved, "(b t) c h w -> b c t h w", t=frames),
                         rearrange(mask, "(b t) c h w -> b c t h w", t=frames))
 

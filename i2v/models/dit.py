@@ -168,7 +168,7 @@ class DiT(nn.Module):
         self.out = nn.Linear(cfg.dim + 6 * cfg.patch**2, 3 * cfg.patch**2)
         zero = [self.ada_out, self.out]
         if cfg.warp_head:
-            self.warp = WarpHead(cfg.emb_dim)
+            self.warp = WarpHead(cfg.emb_dim, mask=cfg.warp_mask)
             self.flow_out = nn.Linear(cfg.dim + 6 * cfg.patch**2, 2 * cfg.patch**2)  # residual flow per pixel
             zero.append(self.flow_out)
         if cfg.warp_mask:

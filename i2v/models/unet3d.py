@@ -163,7 +163,7 @@ class UNet3D(nn.Module):
         self.conv_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, 3 * cfg.patch**2, 3, padding=1)
         zero = [self.conv_out]
         if cfg.warp_head:
-            self.warp = WarpHead(cfg.emb_dim)
+            self.warp = WarpHead(cfg.emb_dim, mask=cfg.warp_mask)
             self.flow_out = nn.Conv2d(ch[0] + 6 * cfg.patch**2, 2 * cfg.patch**2, 3, padding=1)  # residual flow
             zero.append(self.flow_out)
         if cfg.warp_mask:
