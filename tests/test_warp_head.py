@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from i2v.errors import CheckpointError
-from i2v.models.backbone import WarpHead
+from i2v.models.backbone import MASK_INIT, WarpHead
 from i2v.train import build_model, export_model, init_from, load_config
 
 SIZE = 48
@@ -144,7 +144,8 @@ def test_warp_loss_at_initialisation_is_the_static_baseline_error():
 
 @pytest.mark.parametrize("backbone", ["unet", "dit"])
 def test_warp_mask(tmp_path, backbone):
-    """Adding the mask to a trained warp-head model moves D by m0 = sigmoid(-4) of the way to the moved frame; a
+    """Adding the mask to a trained warp-head model moves D by m0 of the way to the moved frame (U-Net: sigmoid(-4),
+    DiT: 0.5); a
     saturated mask makes D the moved first frame itself (here the identity warp: the first frame), whatever the
     noisy input."""
     from i2v.diffusion import Denoiser
@@ -169,7 +170,7 @@ def test_warp_mask(tmp_path, backbone):
     sigma = torch.tensor([1.5])
     with torch.no_grad():
         d_old = Denoiser(old.half().float(), "edm")(x, sigma, cond)
-        m0 = torch.sigmoid(torch.tensor(-4.0))
+        m0 = torch.sigmoid(torch.tensor(MASK_INIT if backbone == "unet" else 0.0))
         want = m0 * first[:, :, None] + (1 - m0) * d_old
         torch.testing.assert_close(Denoiser(new, "edm")(x, sigma, cond), want, atol=1e-5, rtol=1e-4)
         new.mask_out.bias.fill_(40.0)  # m = 1 everywhere

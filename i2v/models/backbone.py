@@ -34,7 +34,7 @@ from ..nn.embeddings import timestep_embedding
 NULL_MOTION = len(MOTIONS)  # the extra label used for classifier-free guidance (label dropout in training)
 C_NOISE_SCALE = 250.0  # 0.25 ln sigma spans about [-2, 1.5]; x250 spreads it over the sinusoid's frequencies
 SPEED_SCALE = 100.0
-MASK_INIT = -4.0  # initial bias of the warp mask's logit: sigmoid(-4) = 0.018
+MASK_INIT = -4.0  # initial bias of the U-Net's warp-mask logit: sigmoid(-4) = 0.018
 
 
 class ConditionEmbedding(nn.Module):
@@ -85,8 +85,8 @@ class WarpHead(nn.Module):
     at this noise level, for this label, at this frame), and returns a :class:`i2v.diffusion.Proposal`: the
     denoiser's estimate becomes m * moved + (1 - m) * D, so where the move explains the pixel (m -> 1) the frame
     is the moved first frame itself, free of the noise that c_skip x carries into D (the composition of Deep
-    Voxel Flow and RIFE). The per-pixel logit's bias starts at :data:`MASK_INIT` and M at zero (m = 0.018):
-    adding the mask to a trained model hardly changes it.
+    Voxel Flow and RIFE). M starts at zero; the per-pixel logit's bias at :data:`MASK_INIT` in the U-Net
+    (m = 0.018: adding the mask to a trained model hardly changes it) and at 0 in the DiT (see dit.py).
     """
 
     def __init__(self, emb_dim: int, mask: bool = False):
