@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from i2v.errors import CheckpointError
-from i2v.models.backbone import MASK_INIT, WarpHead
+from i2v.models.backbone import INSIDE_INIT, MASK_INIT, WarpHead
 from i2v.train import build_model, export_model, init_from, load_config
 
 SIZE = 48
@@ -144,10 +144,10 @@ def test_warp_loss_at_initialisation_is_the_static_baseline_error():
 
 @pytest.mark.parametrize("backbone", ["unet", "dit"])
 def test_warp_mask(tmp_path, backbone):
-    """Adding the mask to a trained warp-head model moves D by m0 of the way to the moved frame (U-Net: sigmoid(-4),
-    DiT: 0.5); a
-    saturated mask makes D the moved first frame itself (here the identity warp: the first frame), whatever the
-    noisy input."""
+    """Adding the mask to a trained warp-head model moves D by m0 of the way to the moved frame (the initial
+    logit: the backbone's bias, U-Net -4, DiT 0, plus the inside prior +4, as the identity warp reads every pixel
+    from inside the first frame); a saturated mask makes D the moved first frame itself (here the first frame),
+    whatever the noisy input."""
     from i2v.diffusion import Denoiser
     small = {"unet": ["unet.channels=[16, 32]", "unet.spatial_attention=[false, true]"],
              "dit": ["dit.dim=32", "dit.depth=1"]}[backbone]
@@ -164,13 +164,14 @@ def test_warp_mask(tmp_path, backbone):
     new = build_model(masked)
     logs = []
     init_from(tmp_path / "model.safetensors", new, copy.deepcopy(new), log=logs.append)
-    assert "4 new ones keep their initialisation (mask_out.bias, mask_out.weight, warp.mask.bias, warp.mask.weight)" in logs[0]
+    assert ("5 new ones keep their initialisation (mask_out.bias, mask_out.weight, warp.inside, warp.mask.bias, "
+            "warp.mask.weight)") in logs[0]
     x, first = torch.randn(1, 3, 3, 32, 32), torch.randn(1, 3, 32, 32).clamp(-1, 1)
     cond = dict(first_frame=first, motion=torch.tensor([2]), speed=torch.tensor([1.0]))
     sigma = torch.tensor([1.5])
     with torch.no_grad():
         d_old = Denoiser(old.half().float(), "edm")(x, sigma, cond)
-        m0 = torch.sigmoid(torch.tensor(MASK_INIT if backbone == "unet" else 0.0))
+        m0 = torch.sigmoid(torch.tensor((MASK_INIT if backbone == "unet" else 0.0) + INSIDE_INIT))
         want = m0 * first[:, :, None] + (1 - m0) * d_old
         torch.testing.assert_close(Denoiser(new, "edm")(x, sigma, cond), want, atol=1e-5, rtol=1e-4)
         new.mask_out.bias.fill_(40.0)  # m = 1 everywhere
@@ -179,3 +180,19 @@ def test_warp_mask(tmp_path, backbone):
                                        atol=1e-5, rtol=0)
     with pytest.raises(Exception, match="warp_mask needs .*warp_head"):
         build_model(load_config(None, [f"backbone=\"{backbone}\"", *small, f"{backbone}.warp_mask=true"]))
+
+
+def test_warp_mask_inside_prior():
+    """Shifting the first frame 4 px left: the last 4 columns have nothing to show (the grid reads beyond the
+    right edge), so the prior lowers their mask logit by INSIDE_INIT while it raises every other pixel's."""
+    head = WarpHead(8, mask=True)
+    with torch.no_grad():
+        head.affine.bias.copy_(torch.tensor([0, 0, 4 * 2 / SIZE, 0, 0, 0]))  # out(x) = first(x + 4 px)
+    first = torch.from_numpy(smooth_image()).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        out = head.output(torch.zeros(1, 3, SIZE, SIZE), first, torch.zeros(1, 8), None, torch.zeros(1, 1, SIZE, SIZE))
+    mask = out.mask[0, 0, 0]
+    inside, outside = torch.sigmoid(torch.tensor(INSIDE_INIT)), torch.sigmoid(torch.tensor(-INSIDE_INIT))
+    torch.testing.assert_close(mask[:, :SIZE - 4], inside.expand(SIZE, SIZE - 4))
+    torch.testing.assert_close(mask[:, SIZE - 4:], outside.expand(SIZE, 4))
+    np.testing.assert_allclose(out.frames[0, :, 0, :, :SIZE - 4].numpy(), first[0, :, :, 4:].numpy(), atol=1e-5)

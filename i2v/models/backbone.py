@@ -35,6 +35,7 @@ NULL_MOTION = len(MOTIONS)  # the extra label used for classifier-free guidance 
 C_NOISE_SCALE = 250.0  # 0.25 ln sigma spans about [-2, 1.5]; x250 spreads it over the sinusoid's frequencies
 SPEED_SCALE = 100.0
 MASK_INIT = -4.0  # initial bias of the U-Net's warp-mask logit: sigmoid(-4) = 0.018
+INSIDE_INIT = 4.0  # initial weight of the warp mask's inside/outside prior, in logits
 
 
 class ConditionEmbedding(nn.Module):
@@ -87,6 +88,9 @@ class WarpHead(nn.Module):
     is the moved first frame itself, free of the noise that c_skip x carries into D (the composition of Deep
     Voxel Flow and RIFE). M starts at zero; the per-pixel logit's bias at :data:`MASK_INIT` in the U-Net
     (m = 0.018: adding the mask to a trained model hardly changes it) and at 0 in the DiT (see dit.py).
+    A third, geometric term says where the move has anything to show: ``+a`` where the pixel is read from
+    inside the first frame, ``-a`` where the grid leaves it (content entering the frame; the warp would only
+    repeat the border there). ``a`` is learned, starting at :data:`INSIDE_INIT`.
     """
 
     def __init__(self, emb_dim: int, mask: bool = False):
@@ -98,6 +102,7 @@ class WarpHead(nn.Module):
         if mask:  # the per-frame part of the mask logit (the backbone adds a per-pixel part)
             self.mask = nn.Linear(emb_dim, 1)
             zero.append(self.mask)
+            self.inside = nn.Parameter(torch.tensor([INSIDE_INIT]))  # weight of the inside/outside prior
         for m in zero:
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
@@ -112,13 +117,20 @@ class WarpHead(nn.Module):
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
             return identity + self.affine(h).view(-1, 2, 3), self.gain(h)
 
-    def warp(self, first_frame: torch.Tensor, theta: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor:
-        """The first frame (b, 3, h, w) moved by theta ((b t), 2, 3) [+ flow ((b t), 2, h, w)] -> ((b t), 3, h, w)."""
-        bt, (b, c, h, w) = theta.shape[0], first_frame.shape
+    def grid(self, theta: torch.Tensor, flow: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
+        """Where each output pixel reads the first frame: ((b t), h, w, 2) positions (x, y) in [-1, 1] inside it."""
         with torch.autocast(theta.device.type, enabled=False):
-            grid = F.affine_grid(theta, [bt, c, h, w], align_corners=False)  # (bt, h, w, 2) positions (x, y)
+            grid = F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=False)
             if flow is not None:
                 grid = grid + 0.1 * flow.float().permute(0, 2, 3, 1)
+            return grid
+
+    def warp(self, first_frame: torch.Tensor, theta: torch.Tensor, flow: torch.Tensor | None = None,
+             grid: torch.Tensor | None = None) -> torch.Tensor:
+        """The first frame (b, 3, h, w) moved by theta ((b t), 2, 3) [+ flow ((b t), 2, h, w)] -> ((b t), 3, h, w)."""
+        bt, (b, c, h, w) = theta.shape[0], first_frame.shape
+        grid = self.grid(theta, flow, h, w) if grid is None else grid
+        with torch.autocast(theta.device.type, enabled=False):
             src = first_frame.float().repeat_interleave(bt // b, dim=0)  # the first frame for every (clip, frame)
             return F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
@@ -131,12 +143,16 @@ class WarpHead(nn.Module):
         """A backbone's last step. out ((b t), 3, h, w) its own output, flow ((b t), 2, h, w), mask_logit
         ((b t), 1, h, w) or None -> F (b, 3, t, h, w) = out + g * moved, or Proposal(F, moved, sigmoid(logit))."""
         theta, gain = self.motion(emb)
-        moved = self.warp(first_frame, theta, flow)  # ((b t), 3, h, w), float32
+        grid = self.grid(theta, flow, *first_frame.shape[-2:])
+        moved = self.warp(first_frame, theta, grid=grid)  # ((b t), 3, h, w), float32
         f = rearrange(out + (gain[:, :, None, None] * moved).to(out.dtype), "(b t) c h w -> b c t h w", t=frames)
         if mask_logit is None:
             return f
-        with torch.autocast(moved.device.type, enabled=False):  # logit = per pixel (features) + per frame (h_f)
-            mask = torch.sigmoid(mask_logit.float() + self.mask(self._hidden(emb))[:, :, None, None])
+        with torch.autocast(moved.device.type, enabled=False):
+            # +-inside: +1 where the pixel is read from inside the first frame, -1 where the border is repeated
+            inside = grid.abs().le(1).all(dim=-1, keepdim=True).permute(0, 3, 1, 2).float() * 2 - 1
+            logit = mask_logit.float() + self.mask(self._hidden(emb))[:, :, None, None] + self.inside * inside
+            mask = torch.sigmoid(logit)  # per pixel (features) + per frame (h_f) + where the move has content
         return Proposal(f, rearrange(moved, "(b t) c h w -> b c t h w", t=frames),
                         rearrange(mask, "(b t) c h w -> b c t h w", t=frames))
 
