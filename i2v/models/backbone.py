@@ -70,6 +70,7 @@ class WarpHead(nn.Module):
         theta_f = I + A(h_f)                           a 2x3 affine map per frame
         grid_f  = affine_grid(theta_f) + 0.1 * r_f     r_f: per-pixel residual flow from the backbone's features
         out_f   = g(h_f) * grid_sample(first_frame, grid_f)      g: a learned gain per frame
+        [warp_mask: m_f = sigmoid(l_f + M h_f + a * (+1 inside the first frame / -1 outside)), see below]
 
     The camera moves of the training data (pan, zoom, rotation) are affine maps of the image plane, so the
     affine branch can express them from the label, speed and frame index alone (the hidden layer lets it form
