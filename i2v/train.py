@@ -11,6 +11,12 @@ The loop, top to bottom (Karras et al. 2022, EDM, Sec. 5 and Algorithm "training
    ``lambda = 1 / c_out^2`` — the network's own target, F vs (x0 - c_skip x) / c_out;
 4. AdamW with linear warm-up and gradient clipping, an EMA of the weights (the one that is shipped).
 
+With ``train.stage = "calibrate"`` (backbones with a warp mask, started from trained weights) step 3 changes:
+the sampler the pipeline uses runs from pure noise with the current weights, and the same loss is taken at each
+of its steps against the true clip (:func:`calibration_loss`); only the mask's parameters learn
+(``train.calibrate_layers``, by default :data:`MASK_LAYERS`). This corrects the mask for *exposure bias*: it was fitted on noised true clips, but
+sampling shows the network its own estimates.
+
 Everything random is a function of (seed, step), so a resumed run continues exactly where it stopped.
 Checkpoints are safetensors: ``<out_dir>/checkpoint.safetensors`` (model, EMA, optimiser, step; for resume)
 and ``<out_dir>/model.safetensors`` (the EMA weights in fp16 with the config in the metadata; what
@@ -41,6 +47,7 @@ from .models.unet3d import UNet3D, UNet3DConfig
 
 BACKBONES = {"unet": (UNet3D, UNet3DConfig), "dit": (DiT, DiTConfig)}
 PREDICTIONS = ("edm", "flow")
+STAGES = ("denoise", "calibrate")
 
 
 @dataclass
@@ -69,6 +76,13 @@ class LoopConfig:
     ema_decay: float = 0.999  # EMA of weights, with the usual (1 + n) / (10 + n) ramp early on
     p_uncond: float = 0.1  # label dropout, enables classifier-free guidance
     warp_loss: float = 1.0  # weight of the warp head's auxiliary loss (backbones with warp_head = true)
+    stage: str = "denoise"  # "denoise": the diffusion loss on noised true clips; "calibrate": only the warp
+    #   mask's parameters, on the sampler's own trajectories (calibration_loss; needs warp_mask = true)
+    calibrate_steps: int = 20  # stage "calibrate": sampling steps per trajectory (the pipeline's default)
+    calibrate_layers: tuple[str, ...] = ("mask_out", "warp.mask", "warp.inside")  # stage "calibrate": the
+    #   parameters that learn (names or module prefixes, e.g. "conv_out"); everything else is frozen
+    calibrate_on: str = "trajectory"  # stage "calibrate": the loss at every sampler step ("trajectory") or only
+    #   at the last, whose estimate is the returned video ("output")
     seed: int = 0  # noise / dropout seed
     checkpoint_every: int = 250  # steps between checkpoints
     log_every: int = 10
@@ -175,6 +189,18 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"diffusion.sigma_min must be in (0, 80) (EDM's sigma_max), got {cfg.diffusion.sigma_min}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 1:
         raise ConfigError(f"train.batch_size and train.steps must be >= 1, got {cfg.train.batch_size}, {cfg.train.steps}")
+    if cfg.train.stage not in STAGES:
+        raise ConfigError(f"train.stage must be one of {', '.join(STAGES)}, got {cfg.train.stage!r}")
+    if cfg.train.stage == "calibrate":
+        if not getattr(cfg.backbone_config(), "warp_mask", False):
+            raise ConfigError(f"train.stage = 'calibrate' trains the warp mask; set {cfg.backbone}.warp_mask = true "
+                              "(and start from trained weights with train.init)")
+        if cfg.diffusion.prediction != "edm":
+            raise ConfigError("train.stage = 'calibrate' samples with the EDM sampler; set diffusion.prediction = 'edm'")
+        if cfg.train.calibrate_on not in ("trajectory", "output"):
+            raise ConfigError(f"train.calibrate_on must be trajectory or output, got {cfg.train.calibrate_on!r}")
+        if cfg.train.calibrate_steps < 2:
+            raise ConfigError(f"train.calibrate_steps must be >= 2, got {cfg.train.calibrate_steps}")
     if cfg.data.frames < 2:
         raise ConfigError(f"data.frames must be >= 2, got {cfg.data.frames}")
 
@@ -220,6 +246,51 @@ def warp_loss(model, x0, cond: dict, c_noise) -> torch.Tensor:
     theta, _ = model.warp.motion(emb)
     moved = model.warp.warp(cond["first_frame"], theta).unflatten(0, (b, t)).transpose(1, 2)  # (b, 3, t, h, w)
     return (moved - x0)[:, :, 1:].square().mean()
+
+
+MASK_LAYERS = ("mask_out", "warp.mask", "warp.inside")  # the warp mask's own parameters
+
+
+def calibration_parameters(model, layers=MASK_LAYERS) -> list:
+    """The parameters stage "calibrate" trains: those named ``layer`` or under ``layer.`` for each of ``layers``.
+    By default the warp mask's own (the per-pixel ``mask_out``, the per-frame ``warp.mask``, the prior weight
+    ``warp.inside``): they decide how much of D is the moved first frame and how much the network's estimate."""
+    named = dict(model.named_parameters())
+    chosen = {}
+    for layer in layers:
+        hits = {n: p for n, p in named.items() if n == layer or n.startswith(layer + ".")}
+        if not hits:
+            tops = sorted({n.split(".")[0] for n in named})
+            raise ConfigError(f"train.calibrate_layers: {layer!r} names no parameter of {type(model).__name__}; "
+                              f"its modules are {', '.join(tops)} (use a name or a prefix such as 'warp.mask')")
+        chosen.update(hits)
+    return [p for n, p in named.items() if n in chosen]
+
+
+def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = "trajectory") -> torch.Tensor:
+    """The diffusion loss on the inputs the sampler really meets (exposure bias; Ning et al. 2023).
+
+    Training noises the *true* clip, ``x = x0 + sigma eps``, and there the network's own estimate is good, so the
+    mask learns to mix it in. Sampling feeds the network its *own* previous estimates plus noise, where that
+    estimate is worse and flickers from frame to frame. Here the sampler the pipeline uses (DPM-Solver++(2M) on
+    ``sigmas``) runs from ``x = sigma_max eps`` with the current weights, and at each of its steps the loss
+    ``((D(x_i, sigma_i) - x0) / c_out)^2`` over frames 1..T-1 is taken against the true clip; the sampler goes on
+    with D detached, so gradients reach only the last layers (in practice the mask, the only trainable part).
+    Returns the mean over steps (``on="trajectory"``) or the last step's loss (``on="output"``: the sampler
+    returns that estimate, D(x, sigma_min), as the video)."""
+    from .diffusion.samplers import dpmpp_2m
+
+    losses = []
+
+    def recording(x, sigma, c):
+        with torch.enable_grad():  # the sampler runs under no_grad
+            d = denoiser(x, sigma, c)
+            _, c_out, _, _ = denoiser.scalings(sigma)
+            losses.append(((d - x0) / append_dims(c_out, x0.ndim))[:, :, 1:].float().square().mean())
+        return d.detach()
+
+    dpmpp_2m(recording, eps * sigmas[0], sigmas, cond=cond)
+    return losses[-1] if on == "output" else torch.stack(losses).mean()
 
 
 def make_cond(x0, labels, speeds) -> dict:
@@ -352,7 +423,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     torch.manual_seed(tc.seed)  # deterministic initialisation
     model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    calibrate = tc.stage == "calibrate"
+    if calibrate:  # only the mask learns; the sampler's trajectories come from the frozen rest
+        model.requires_grad_(False)
+        for p in calibration_parameters(model, tc.calibrate_layers):
+            p.requires_grad_(True)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
+    if calibrate:
+        from .diffusion.schedules import karras
+        from .pipelines.builtin import SIGMA_MAX
+        calib_sigmas = karras(tc.calibrate_steps, sigma_min=cfg.diffusion.sigma_min, sigma_max=SIGMA_MAX).to(device)
     denoiser = Denoiser(model, cfg.diffusion.prediction)
 
     out = Path(tc.out_dir)
@@ -371,6 +451,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     n_params = sum(p.numel() for p in model.parameters())
     log(f"training {cfg.backbone} ({n_params / 1e6:.2f} M parameters) on {device}, "
         f"{cfg.diffusion.prediction} preconditioning, batch {tc.batch_size} x {cfg.data.frames} frames at {cfg.data.size}px")
+    if calibrate:
+        log(f"stage calibrate: {sum(p.numel() for p in opt.param_groups[0]['params'])} parameters "
+            f"({', '.join(tc.calibrate_layers)}) learn on "
+            f"{tc.calibrate_steps}-step sampler trajectories down to sigma_min = {cfg.diffusion.sigma_min}")
     start = time.time()
     history, times = [], []
     logfile = open(out / "log.txt", "a")
@@ -402,8 +486,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             group["lr"] = lr_at(step, tc)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
             cond = make_cond(x0, labels, speeds)
-            loss = diffusion_loss(denoiser, x0, cond, sigma, eps, cfg.diffusion.prediction)
-            if getattr(model, "warp", None) is not None and tc.warp_loss:
+            if calibrate:
+                loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on)
+            else:
+                loss = diffusion_loss(denoiser, x0, cond, sigma, eps, cfg.diffusion.prediction)
+            if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:
                 loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
         loss = loss.float()
         if not torch.isfinite(loss):
@@ -411,7 +498,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             raise NumericalError(f"training loss became {loss.item()} at step {step}; lower train.lr or raise warmup")
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], tc.grad_clip)
         opt.step()
         ema_update(ema, model, step, tc.ema_decay)
         step += 1

@@ -9,7 +9,8 @@ from i2v.cli import main
 from i2v.data.procedural import make_batch
 from i2v.diffusion.denoisers import Denoiser
 from i2v.errors import ConfigError
-from i2v.train import build_model, diffusion_loss, load_config, make_cond, sample_sigma, train
+from i2v.train import (MASK_LAYERS, build_model, calibration_loss, calibration_parameters, diffusion_loss,
+                       load_config, make_cond, sample_sigma, train)
 
 
 
@@ -90,3 +91,96 @@ def test_cli_train_then_animate(tmp_path, capsys, monkeypatch):
     assert video.exists()
     assert main(["animate", "i2v/assets/example.png", "--backbone", "dit", "--steps", "2", "-o", str(video)]) == 1
     assert "exists" in capsys.readouterr().err
+
+
+# --- stage "calibrate": the warp mask learns on the sampler's own trajectories ---------------------------------
+
+def test_calibration_loss_is_the_loss_along_the_sampler_trajectory():
+    """Recomputed independently: run DPM-Solver++(2M) with a callback that records every state x_i, then take
+    ((D(x_i, sigma_i) - x0) / c_out)^2 over frames 1..T-1 at each step and average."""
+    from i2v.diffusion.samplers import dpmpp_2m
+    from i2v.diffusion.schedules import karras
+    cfg = load_config("configs/builtin_unet.toml", ["data.frames=3", "data.size=32", "unet.channels=[16, 32]",
+                                                     "unet.spatial_attention=[false, false]"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for p in model.parameters():  # a non-trivial network (the zero-initialised branches would hide mistakes)
+        p.data.add_(0.05 * torch.randn_like(p))
+    den = Denoiser(model.requires_grad_(False), "edm")
+    x0, labels, speeds = make_batch("train", range(2), frames=3, size=32)
+    cond = make_cond(x0, labels, speeds)
+    sigmas = karras(4, sigma_min=3.0, sigma_max=80.0)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    states = [eps * sigmas[0]]
+    dpmpp_2m(den, states[0], sigmas, cond=cond, callback=lambda info: states.append(info["x"]))
+    expected = []
+    for x, s in zip(states[:-1], sigmas[:-1]):
+        s = s.to(torch.float32).expand(2)
+        c_out = (s * 0.5 / (s**2 + 0.25).sqrt())[:, None, None, None, None]  # EDM: sigma sigma_data / sqrt(...)
+        expected.append(((den(x, s, cond) - x0) / c_out)[:, :, 1:].square().mean())
+    got = calibration_loss(den, x0, cond, sigmas.to(torch.float32), eps)
+    assert got.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+
+
+def test_calibration_raises_the_mask_where_the_moved_frame_is_exact():
+    """A still clip: the true frames are the first frame, which the warp head at initialisation (identity warp)
+    reproduces exactly, so the optimum is mask = 1. A few steps on the mask parameters alone must raise the mask
+    everywhere it was 0.5 and lower the loss."""
+    cfg = load_config("configs/builtin_unet.toml", ["data.frames=3", "data.size=32", "unet.channels=[16, 32]",
+                                                     "unet.spatial_attention=[false, false]"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    den = Denoiser(model, "edm")
+    from i2v.data.procedural import make_clip
+    first = torch.from_numpy(make_clip(3).frames[0]).permute(2, 0, 1) * 2 - 1  # (3, h, w) in [-1, 1]
+    first = torch.nn.functional.interpolate(first[None], size=32, mode="area")
+    x0 = first[:, :, None].expand(-1, -1, 3, -1, -1).contiguous()  # (1, 3, t, h, w): nothing moves
+    cond = make_cond(x0, torch.tensor([0]), torch.tensor([1.0]))
+    from i2v.diffusion.schedules import karras
+    sigmas = karras(3, sigma_min=3.0, sigma_max=80.0).to(torch.float32)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+
+    def mean_mask():
+        with torch.no_grad():
+            return model(x0 + 3.0 * eps, torch.tensor([0.25 * torch.log(torch.tensor(3.0))]), **cond).mask.mean().item()
+
+    trainable = calibration_parameters(model)
+    named = {id(p): n for n, p in model.named_parameters()}
+    assert {named[id(p)] for p in trainable} == {
+        "mask_out.weight", "mask_out.bias", "warp.mask.weight", "warp.mask.bias", "warp.inside"}
+    model.requires_grad_(False)
+    for p in trainable:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(trainable, lr=0.05)
+    before_mask, before_loss = mean_mask(), calibration_loss(den, x0, cond, sigmas, eps).item()
+    assert before_mask == pytest.approx(0.5, abs=1e-3)  # MASK_INIT + INSIDE_INIT = 0 inside the frame
+    for _ in range(20):
+        loss = calibration_loss(den, x0, cond, sigmas, eps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert mean_mask() > 0.8 and calibration_loss(den, x0, cond, sigmas, eps).item() < 0.3 * before_loss
+
+
+def test_calibrate_stage_trains_only_the_mask(tmp_path):
+    first = train(tiny(tmp_path / "a", steps=3), progress=False, log=lambda *a: None)
+    init = f"{first['out_dir']}/model.safetensors"
+    cfg = tiny(tmp_path / "b", steps=2, **{"train.stage": "calibrate", "train.calibrate_steps": 3,
+                                           "train.init": f"'{init}'", "train.ema_decay": 0.0})
+    train(cfg, progress=False, log=lambda *a: None)
+    before, after = load_file(init), load_file(f"{cfg.train.out_dir}/model.safetensors")
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(any(k == m or k.startswith(m + ".") for m in MASK_LAYERS) for k in changed), changed
+
+
+def test_calibrate_stage_config_errors():
+    with pytest.raises(ConfigError, match="train.stage must be one of denoise, calibrate"):
+        load_config("configs/builtin_unet.toml", ["train.stage=finetune"])
+    with pytest.raises(ConfigError, match="unet.warp_mask = true"):
+        load_config("configs/builtin_unet.toml", ["train.stage=calibrate", "unet.warp_mask=false"])
+    model = build_model(load_config("configs/builtin_unet.toml", ["unet.channels=[16, 32]",
+                                                                  "unet.spatial_attention=[false, false]"]))
+    with pytest.raises(ConfigError, match="'conv_output' names no parameter of UNet3D; its modules are conv_in"):
+        calibration_parameters(model, ("mask_out", "conv_output"))
+    assert len(calibration_parameters(model, ("conv_out", "warp"))) == 2 + 9  # conv_out + the warp head's 9 tensors

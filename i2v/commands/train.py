@@ -7,7 +7,10 @@ EXAMPLES = """examples:
   i2v train --config configs/builtin_unet.toml
   i2v train --config configs/builtin_dit.toml --set train.max_minutes=30 --set train.threads=1
   i2v train --config configs/builtin_unet.toml --resume          continue from runs/builtin_unet/checkpoint.safetensors
-  i2v train --config configs/builtin_unet.toml --set train.steps=50 --set train.out_dir=runs/smoke"""
+  i2v train --config configs/builtin_unet.toml --set train.steps=50 --set train.out_dir=runs/smoke
+  i2v train --config configs/builtin_unet.toml --set train.stage=calibrate --set train.lr=6e-3 \\
+      --set train.init=weights/builtin_unet.safetensors --set train.out_dir=runs/calibrate
+                                 fit only the warp mask, on the sampler's own trajectories"""
 
 
 def add_arguments(parser):
