@@ -34,7 +34,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+from einops import rearrange
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -83,6 +85,7 @@ class LoopConfig:
     #   parameters that learn (names or module prefixes, e.g. "conv_out"); everything else is frozen
     calibrate_on: str = "trajectory"  # stage "calibrate": the loss at every sampler step ("trajectory") or only
     #   at the last, whose estimate is the returned video ("output")
+    temporal_loss: float = 0.0  # stage "calibrate": weight of the short-term temporal loss on the returned video
     seed: int = 0  # noise / dropout seed
     checkpoint_every: int = 250  # steps between checkpoints
     log_every: int = 10
@@ -267,7 +270,33 @@ def calibration_parameters(model, layers=MASK_LAYERS) -> list:
     return [p for n, p in named.items() if n in chosen]
 
 
-def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = "trajectory") -> torch.Tensor:
+def true_flows(x0: torch.Tensor) -> torch.Tensor:
+    """Optical flow between consecutive frames of the true clips, frame k+1 -> frame k, measured by DIS as
+    :func:`i2v.evaluate.warping_error` measures it. x0 (b, 3, t, h, w) in [-1, 1] -> (b, t-1, 2, h, w) pixels."""
+    from .motion.flow import estimate_flow
+    frames = ((x0.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).numpy()  # (b, t, h, w, 3)
+    flows = [[estimate_flow(clip[k + 1], clip[k]) for k in range(len(clip) - 1)] for clip in frames]
+    return torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3).to(x0.device)  # (b, t-1, h, w, 2) -> (b, t-1, 2, h, w)
+
+
+def temporal_loss(video: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """Short-term temporal loss (Lai et al. 2018, "Learning Blind Video Temporal Consistency", eq. 3): the mean
+    over consecutive frames of the mean |O_{k+1}(p) - O_k(p + F(p))| over the pixels p whose flow lands inside,
+    with F = ``flows`` (b, t-1, 2, h, w) the true clip's flow from frame k+1 to frame k. ``video`` (b, c, t, h, w).
+    The warping error of :mod:`i2v.evaluate` is the same quantity with the flow measured on the video itself."""
+    from .motion.warp import backward_warp, inside_mask
+    b, c, t, h, w = video.shape
+    flow = flows.flatten(0, 1).to(video.dtype)  # (b (t-1)) 2 h w
+    prev = rearrange(video[:, :, :-1], "b c t h w -> (b t) c h w")
+    nxt = rearrange(video[:, :, 1:], "b c t h w -> (b t) c h w")
+    mask = inside_mask(flow)  # (b (t-1)) 1 h w
+    diff = (nxt - backward_warp(prev, flow)).abs().mean(dim=1, keepdim=True)
+    per_pair = (diff * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)  # masked mean per frame pair
+    return per_pair.mean()
+
+
+def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = "trajectory",
+                     temporal: float = 0.0, flows: torch.Tensor | None = None) -> torch.Tensor:
     """The diffusion loss on the inputs the sampler really meets (exposure bias; Ning et al. 2023).
 
     Training noises the *true* clip, ``x = x0 + sigma eps``, and there the network's own estimate is good, so the
@@ -277,20 +306,26 @@ def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = 
     ``((D(x_i, sigma_i) - x0) / c_out)^2`` over frames 1..T-1 is taken against the true clip; the sampler goes on
     with D detached, so gradients reach only the last layers (in practice the mask, the only trainable part).
     Returns the mean over steps (``on="trajectory"``) or the last step's loss (``on="output"``: the sampler
-    returns that estimate, D(x, sigma_min), as the video)."""
+    returns that estimate, D(x, sigma_min), as the video), plus ``temporal`` times the :func:`temporal_loss` of
+    that video (frame 0 replaced by the true one, as the pipeline does) along the true clip's ``flows``."""
     from .diffusion.samplers import dpmpp_2m
 
-    losses = []
+    losses, estimates = [], []
 
     def recording(x, sigma, c):
         with torch.enable_grad():  # the sampler runs under no_grad
             d = denoiser(x, sigma, c)
             _, c_out, _, _ = denoiser.scalings(sigma)
             losses.append(((d - x0) / append_dims(c_out, x0.ndim))[:, :, 1:].float().square().mean())
+            estimates.append(d)
         return d.detach()
 
     dpmpp_2m(recording, eps * sigmas[0], sigmas, cond=cond)
-    return losses[-1] if on == "output" else torch.stack(losses).mean()
+    loss = losses[-1] if on == "output" else torch.stack(losses).mean()
+    if temporal:
+        video = torch.cat([x0[:, :, :1], estimates[-1][:, :, 1:]], dim=2).float()  # frame 0 is the input image
+        loss = loss + temporal * temporal_loss(video, true_flows(x0) if flows is None else flows)
+    return loss
 
 
 def make_cond(x0, labels, speeds) -> dict:
@@ -487,7 +522,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
             cond = make_cond(x0, labels, speeds)
             if calibrate:
-                loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on)
+                loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on, tc.temporal_loss)
             else:
                 loss = diffusion_loss(denoiser, x0, cond, sigma, eps, cfg.diffusion.prediction)
             if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:

@@ -10,7 +10,7 @@ from i2v.data.procedural import make_batch
 from i2v.diffusion.denoisers import Denoiser
 from i2v.errors import ConfigError
 from i2v.train import (MASK_LAYERS, build_model, calibration_loss, calibration_parameters, diffusion_loss,
-                       load_config, make_cond, sample_sigma, train)
+                       load_config, make_cond, sample_sigma, temporal_loss, train, true_flows)
 
 
 
@@ -120,6 +120,11 @@ def test_calibration_loss_is_the_loss_along_the_sampler_trajectory():
         expected.append(((den(x, s, cond) - x0) / c_out)[:, :, 1:].square().mean())
     got = calibration_loss(den, x0, cond, sigmas.to(torch.float32), eps)
     assert got.item() == pytest.approx(torch.stack(expected).mean().item(), rel=1e-5)
+    # "output": the last step only; temporal: plus the temporal loss of the returned video (frame 0 = the input)
+    video = torch.cat([x0[:, :, :1], states[-1][:, :, 1:]], dim=2)  # the sampler's result is D at the last step
+    got = calibration_loss(den, x0, cond, sigmas.to(torch.float32), eps, on="output", temporal=0.7)
+    want = expected[-1] + 0.7 * temporal_loss(video, true_flows(x0))
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
 
 def test_calibration_raises_the_mask_where_the_moved_frame_is_exact():
@@ -184,3 +189,28 @@ def test_calibrate_stage_config_errors():
     with pytest.raises(ConfigError, match="'conv_output' names no parameter of UNet3D; its modules are conv_in"):
         calibration_parameters(model, ("mask_out", "conv_output"))
     assert len(calibration_parameters(model, ("conv_out", "warp"))) == 2 + 9  # conv_out + the warp head's 9 tensors
+
+
+def test_temporal_loss_analytic():
+    """Frames of a texture shifted one pixel right per frame: with the true flow (k+1 -> k is (-1, 0)) nothing
+    changes along the motion, loss 0; a still video plus independent Gaussian noise of std s in every frame:
+    |n1 - n2| with n1 - n2 ~ N(0, 2 s^2) has mean 2 s / sqrt(pi)."""
+    g = torch.Generator().manual_seed(0)
+    texture = torch.rand(3, 32, 40, generator=g)
+    video = torch.stack([texture.roll(k, dims=-1) for k in range(5)], dim=1)[None]  # (1, 3, 5, h, w)
+    flow = torch.zeros(1, 4, 2, 32, 40)
+    flow[:, :, 0] = -1.0
+    assert temporal_loss(video, flow).item() == 0.0
+    assert temporal_loss(video, torch.zeros_like(flow)).item() > 0.1  # the wrong flow is penalised
+    s = 0.1
+    noisy = texture[None, :, None].expand(-1, -1, 16, -1, -1) + s * torch.randn(1, 3, 16, 32, 40, generator=g)
+    expected = 2 * s / torch.pi ** 0.5
+    assert temporal_loss(noisy, torch.zeros(1, 15, 2, 32, 40)).item() == pytest.approx(expected, rel=0.02)
+
+
+def test_temporal_loss_is_the_evaluation_warping_error_on_true_clips():
+    from i2v.evaluate import warping_error
+    x0, _, _ = make_batch("train", range(2), frames=6, size=32)
+    got = temporal_loss((x0 + 1) / 2, true_flows(x0)).item()
+    ref = sum(warping_error(((x0[i] + 1) / 2).permute(1, 2, 3, 0).numpy()) for i in range(2)) / 2
+    assert got == pytest.approx(ref, rel=1e-5)
