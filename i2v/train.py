@@ -13,8 +13,9 @@ The loop, top to bottom (Karras et al. 2022, EDM, Sec. 5 and Algorithm "training
 
 With ``train.stage = "calibrate"`` (backbones with a warp mask, started from trained weights) step 3 changes:
 the sampler the pipeline uses runs from pure noise with the current weights, and the same loss is taken at each
-of its steps against the true clip (:func:`calibration_loss`); only the mask's parameters learn
-(``train.calibrate_layers``, by default :data:`MASK_LAYERS`). This corrects the mask for *exposure bias*: it was fitted on noised true clips, but
+of its steps against the true clip (:func:`calibration_loss`), optionally plus a temporal loss on the returned
+video (:func:`temporal_loss`); only the mask's parameters learn (``train.calibrate_layers``, by default
+:data:`MASK_LAYERS`). This corrects the mask for *exposure bias*: it was fitted on noised true clips, but
 sampling shows the network its own estimates.
 
 Everything random is a function of (seed, step), so a resumed run continues exactly where it stopped.
@@ -77,7 +78,7 @@ class LoopConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999  # EMA of weights, with the usual (1 + n) / (10 + n) ramp early on
     p_uncond: float = 0.1  # label dropout, enables classifier-free guidance
-    warp_loss: float = 1.0  # weight of the warp head's auxiliary loss (backbones with warp_head = true)
+    warp_loss: float = 1.0  # weight of the warp head's auxiliary loss (warp_head = true; stage "denoise")
     stage: str = "denoise"  # "denoise": the diffusion loss on noised true clips; "calibrate": only the warp
     #   mask's parameters, on the sampler's own trajectories (calibration_loss; needs warp_mask = true)
     calibrate_steps: int = 20  # stage "calibrate": sampling steps per trajectory (the pipeline's default)
@@ -202,6 +203,8 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError("train.stage = 'calibrate' samples with the EDM sampler; set diffusion.prediction = 'edm'")
         if cfg.train.calibrate_on not in ("trajectory", "output"):
             raise ConfigError(f"train.calibrate_on must be trajectory or output, got {cfg.train.calibrate_on!r}")
+        if cfg.train.temporal_loss < 0:
+            raise ConfigError(f"train.temporal_loss is a loss weight, >= 0; got {cfg.train.temporal_loss}")
         if cfg.train.calibrate_steps < 2:
             raise ConfigError(f"train.calibrate_steps must be >= 2, got {cfg.train.calibrate_steps}")
     if cfg.data.frames < 2:
@@ -285,7 +288,6 @@ def temporal_loss(video: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     with F = ``flows`` (b, t-1, 2, h, w) the true clip's flow from frame k+1 to frame k. ``video`` (b, c, t, h, w).
     The warping error of :mod:`i2v.evaluate` is the same quantity with the flow measured on the video itself."""
     from .motion.warp import backward_warp, inside_mask
-    b, c, t, h, w = video.shape
     flow = flows.flatten(0, 1).to(video.dtype)  # (b (t-1)) 2 h w
     prev = rearrange(video[:, :, :-1], "b c t h w -> (b t) c h w")
     nxt = rearrange(video[:, :, 1:], "b c t h w -> (b t) c h w")

@@ -184,6 +184,8 @@ def test_calibrate_stage_config_errors():
         load_config("configs/builtin_unet.toml", ["train.stage=finetune"])
     with pytest.raises(ConfigError, match="unet.warp_mask = true"):
         load_config("configs/builtin_unet.toml", ["train.stage=calibrate", "unet.warp_mask=false"])
+    with pytest.raises(ConfigError, match="train.temporal_loss is a loss weight, >= 0; got -1.0"):
+        load_config("configs/builtin_unet.toml", ["train.stage=calibrate", "train.temporal_loss=-1"])
     model = build_model(load_config("configs/builtin_unet.toml", ["unet.channels=[16, 32]",
                                                                   "unet.spatial_attention=[false, false]"]))
     with pytest.raises(ConfigError, match="'conv_output' names no parameter of UNet3D; its modules are conv_in"):

@@ -8,9 +8,9 @@ EXAMPLES = """examples:
   i2v train --config configs/builtin_dit.toml --set train.max_minutes=30 --set train.threads=1
   i2v train --config configs/builtin_unet.toml --resume          continue from runs/builtin_unet/checkpoint.safetensors
   i2v train --config configs/builtin_unet.toml --set train.steps=50 --set train.out_dir=runs/smoke
-  i2v train --config configs/builtin_unet.toml --set train.stage=calibrate --set train.lr=6e-3 \\
-      --set train.init=weights/builtin_unet.safetensors --set train.out_dir=runs/calibrate
-                                 fit only the warp mask, on the sampler's own trajectories"""
+  i2v train --config configs/builtin_unet.toml --set train.stage=calibrate --set train.temporal_loss=2 \\
+      --set train.lr=6e-3 --set train.init=runs/builtin_unet/model.safetensors --set train.out_dir=runs/calibrate
+                                 then fit only its warp mask, on the sampler's own trajectories"""
 
 
 def add_arguments(parser):
