@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
 from .data.procedural import MOTIONS, clip_seed, make_clip
 from .errors import ConfigError
@@ -46,16 +47,32 @@ def ssim(pred: np.ndarray, true: np.ndarray) -> float:
                           for p, t in zip(pred.astype(np.float64), true.astype(np.float64))]))
 
 
+def consecutive_flows(video: torch.Tensor) -> torch.Tensor:
+    """DIS optical flow from frame k+1 to frame k of each clip (f_{k+1}(p) ~ f_k(p + F(p))).
+    video (b, 3, t, h, w) in [0, 1] -> (b, t-1, 2, h, w) in pixels, on the CPU."""
+    clips = video.detach().float().cpu().permute(0, 2, 3, 4, 1).numpy()  # (b, t, h, w, 3)
+    flows = [[estimate_flow(clip[k + 1], clip[k]) for k in range(len(clip) - 1)] for clip in clips]
+    return torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3)  # (b, t-1, h, w, 2) -> (b, t-1, 2, h, w)
+
+
+def warping_error_along(video: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
+    """Mean over consecutive frame pairs of the mean |f_{k+1}(p) - f_k(p + F(p))| over the pixels p whose flow
+    lands inside the frame (channels averaged). video (b, c, t, h, w), flows (b, t-1, 2, h, w). Differentiable
+    in ``video``: with the flow of the true clip it is the short-term temporal loss of Lai et al. 2018
+    (:func:`i2v.train.temporal_loss`)."""
+    flow = flows.flatten(0, 1).to(video.dtype)  # (b (t-1)) 2 h w
+    prev = rearrange(video[:, :, :-1], "b c t h w -> (b t) c h w")
+    nxt = rearrange(video[:, :, 1:], "b c t h w -> (b t) c h w")
+    mask = inside_mask(flow)  # (b (t-1)) 1 h w
+    diff = (nxt - backward_warp(prev, flow)).abs().mean(dim=1, keepdim=True)
+    per_pair = (diff * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)  # masked mean per frame pair
+    return per_pair.mean()
+
+
 def warping_error(frames: np.ndarray) -> float:
-    """Mean over consecutive pairs of the masked mean |f_{k+1} - warp(f_k, flow_{k+1 -> k})| (flow by DIS)."""
-    errs = []
-    for a, b in zip(frames[1:], frames[:-1]):
-        flow = torch.from_numpy(estimate_flow(a, b)).permute(2, 0, 1)[None]  # a(p) ~ b(p + F(p))
-        warped = backward_warp(torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)[None].float(), flow)
-        mask = inside_mask(flow)[0, 0].numpy()
-        diff = np.abs(warped[0].permute(1, 2, 0).numpy() - a).mean(axis=-1)
-        errs.append(float((diff * mask).sum() / max(mask.sum(), 1)))
-    return float(np.mean(errs))
+    """The warping error of one clip (t, h, w, 3) in [0, 1], along the DIS flow measured on the clip itself."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).float().permute(3, 0, 1, 2)[None]  # -> (1, 3, t, h, w)
+    return float(warping_error_along(video, consecutive_flows(video)))
 
 
 def flicker(frames: np.ndarray) -> float:

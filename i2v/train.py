@@ -35,15 +35,14 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from einops import rearrange
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .data.procedural import MOTIONS, make_batch
 from .diffusion.denoisers import Denoiser, append_dims
 from .errors import CheckpointError, ConfigError
+from .evaluate import consecutive_flows, warping_error_along
 from .models.backbone import NULL_MOTION
 from .models.dit import DiT, DiTConfig
 from .models.unet3d import UNet3D, UNet3DConfig
@@ -274,27 +273,18 @@ def calibration_parameters(model, layers=MASK_LAYERS) -> list:
 
 
 def true_flows(x0: torch.Tensor) -> torch.Tensor:
-    """Optical flow between consecutive frames of the true clips, frame k+1 -> frame k, measured by DIS as
-    :func:`i2v.evaluate.warping_error` measures it. x0 (b, 3, t, h, w) in [-1, 1] -> (b, t-1, 2, h, w) pixels."""
-    from .motion.flow import estimate_flow
-    frames = ((x0.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 4, 1).numpy()  # (b, t, h, w, 3)
-    flows = [[estimate_flow(clip[k + 1], clip[k]) for k in range(len(clip) - 1)] for clip in frames]
-    return torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3).to(x0.device)  # (b, t-1, h, w, 2) -> (b, t-1, 2, h, w)
+    """Optical flow between consecutive frames of the true clips, frame k+1 -> frame k, measured by DIS as the
+    evaluation's warping error measures it. x0 (b, 3, t, h, w) in [-1, 1] -> (b, t-1, 2, h, w) pixels."""
+    return consecutive_flows((x0.detach().float().clamp(-1, 1) + 1) / 2).to(x0.device)
 
 
 def temporal_loss(video: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
     """Short-term temporal loss (Lai et al. 2018, "Learning Blind Video Temporal Consistency", eq. 3): the mean
     over consecutive frames of the mean |O_{k+1}(p) - O_k(p + F(p))| over the pixels p whose flow lands inside,
     with F = ``flows`` (b, t-1, 2, h, w) the true clip's flow from frame k+1 to frame k. ``video`` (b, c, t, h, w).
-    The warping error of :mod:`i2v.evaluate` is the same quantity with the flow measured on the video itself."""
-    from .motion.warp import backward_warp, inside_mask
-    flow = flows.flatten(0, 1).to(video.dtype)  # (b (t-1)) 2 h w
-    prev = rearrange(video[:, :, :-1], "b c t h w -> (b t) c h w")
-    nxt = rearrange(video[:, :, 1:], "b c t h w -> (b t) c h w")
-    mask = inside_mask(flow)  # (b (t-1)) 1 h w
-    diff = (nxt - backward_warp(prev, flow)).abs().mean(dim=1, keepdim=True)
-    per_pair = (diff * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)  # masked mean per frame pair
-    return per_pair.mean()
+    It is :func:`i2v.evaluate.warping_error_along`: the evaluation's warping error, with the true clip's flow
+    instead of the one measured on the generated video."""
+    return warping_error_along(video, flows)
 
 
 def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = "trajectory",
