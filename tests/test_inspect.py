@@ -1,4 +1,4 @@
-"""`i2v inspect` and i2v.checkpoints.inspect / detect_format.
+"""`i2v inspect` and i2v.registry.inspect / identify: tensor summaries and model families.
 
 Counts are checked against the file libraries themselves (safetensors.safe_open, torch.load), formats against
 real files in ../shared and against key sets that diffusers / transformers models really produce. Hostile and
@@ -18,7 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from i2v import checkpoints
-from i2v.checkpoints import TensorInfo, detect_format, inspect
+from i2v.checkpoints import TensorInfo
+from i2v.registry import identify, inspect
 from i2v.cli import main
 from i2v.errors import CheckpointError
 
@@ -35,7 +36,7 @@ def test_svd_single_file():
         keys = list(f.keys())
         numel = sum(torch.Size(f.get_slice(k).get_shape()).numel() for k in keys)
         dtypes = {f.get_slice(k).get_dtype() for k in keys}
-    assert info.format == "svd-single-file" and info.container == "safetensors"
+    assert (info.match.family, info.match.variant) == ("svd", "single-file") and info.container == "safetensors"
     assert info.tensors == len(keys) == 1912
     assert info.parameters == numel
     assert dtypes == {"F32"} and info.dtypes == {"float32": 1912}
@@ -43,17 +44,17 @@ def test_svd_single_file():
 
 
 @pytest.mark.parametrize("parts, fmt, prefix", [
-    (("reference", "rife-4.25", "flownet.pkl"), "rife-4", True),
-    (("reference", "raft-small", "raft.pth"), "raft-small", True),
-    (("weights", "taesd", "taef2_encoder.pth"), "taesd-encoder", False),
-    (("weights", "taesd", "taef2_decoder.pth"), "taesd-decoder", False),
-    (("weights", "taesd", "taesana_encoder.pth"), "taesd-encoder", False),
+    (("reference", "rife-4.25", "flownet.pkl"), ("rife", "4.25"), True),
+    (("reference", "raft-small", "raft.pth"), ("raft", "small"), True),
+    (("weights", "taesd", "taef2_encoder.pth"), ("taesd", "encoder"), False),
+    (("weights", "taesd", "taef2_decoder.pth"), ("taesd", "decoder"), False),
+    (("weights", "taesd", "taesana_encoder.pth"), ("taesd", "encoder"), False),
 ])
 def test_torch_files(parts, fmt, prefix):
     path = shared_path(*parts)
     info = inspect(path)
     sd = torch.load(path, map_location="cpu", weights_only=True)  # the oracle for counts
-    assert info.format == fmt
+    assert (info.match.family, info.match.variant) == fmt
     assert info.tensors == len(sd)
     assert info.parameters == sum(v.numel() for v in sd.values())
     assert sum(info.dtypes.values()) == len(sd) and set(info.dtypes) == {str(v.dtype)[6:] for v in sd.values()}
@@ -65,7 +66,7 @@ def test_real_full_size_svd_key_list():
     listing = json.loads(shared_path("reference", "svd-full-keys.json").read_text())["tensors"]
     index = {k: TensorInfo("F32", tuple(shape)) for k, shape in listing.items()}
     assert len(index) == 2446
-    assert detect_format(index) == "svd-single-file"
+    assert (identify(index).family, identify(index).variant) == ("svd", "single-file")
 
 
 # ------------------------------------------------------------------------------ key sets of real model classes
@@ -85,10 +86,10 @@ def test_diffusers_svd_folder_parts():
         vae = diffusers.AutoencoderKLTemporalDecoder(block_out_channels=(32, 64), layers_per_block=1)
         image_unet = diffusers.UNet2DConditionModel(block_out_channels=(32, 64, 64, 64), cross_attention_dim=32)
         image_vae = diffusers.AutoencoderKL(block_out_channels=(32, 64))
-    assert detect_format(index_of(unet)) == "svd-diffusers-unet"
-    assert detect_format(index_of(vae)) == "svd-diffusers-vae"
-    assert detect_format(index_of(image_unet)) == "unknown"  # an image U-Net is not SVD's
-    assert detect_format(index_of(image_vae)) == "unknown"
+    assert identify(index_of(unet)).variant == "diffusers-unet"
+    assert identify(index_of(vae)).variant == "diffusers-vae"
+    assert identify(index_of(image_unet)) is None  # an image U-Net is not SVD's
+    assert identify(index_of(image_vae)) is None
 
 
 def test_transformers_clip_vision():
@@ -97,7 +98,7 @@ def test_transformers_clip_vision():
                                         num_attention_heads=2, projection_dim=16, image_size=32, patch_size=8)
     with torch.device("meta"):
         model = transformers.CLIPVisionModelWithProjection(cfg)
-    assert detect_format(index_of(model)) == "clip-vision"
+    assert (identify(index_of(model)).family, identify(index_of(model)).variant) == ("clip-vision", "transformers")
 
 
 def test_sd_single_files_are_told_apart_from_svd():
@@ -105,26 +106,26 @@ def test_sd_single_files_are_told_apart_from_svd():
             "first_stage_model.decoder.conv_in.weight": TensorInfo("F16", (512, 4, 3, 3))}
     sd1 = {**unet, "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": TensorInfo("F16", (49408, 768))}
     sd2 = {**unet, "cond_stage_model.model.token_embedding.weight": TensorInfo("F16", (49408, 1024))}
-    assert detect_format(sd1) == "sd1-single-file"
-    assert detect_format(sd2) == "sd2-single-file"
-    assert detect_format(unet) == "unknown"
+    assert identify(sd1).variant == "sd1"
+    assert identify(sd2).variant == "sd2"
+    assert identify(unet) is None
 
 
 # ------------------------------------------------------------------------------ files made here
 
 
-def test_i2v_metadata_and_module_prefix(tmp_path):
+def test_metadata_counts_and_module_prefix(tmp_path):
     path = tmp_path / "mine.safetensors"
     save_file({"a.weight": torch.zeros(3, 4), "b": torch.zeros(2, dtype=torch.float16)}, str(path),
-              metadata={"i2v.model": "builtin-test"})
+              metadata={"note": "made here"})
     info = inspect(path)
-    assert info.format == "i2v" and info.metadata["i2v.model"] == "builtin-test"
+    assert info.match is None and info.metadata["note"] == "made here"
     assert info.tensors == 2 and info.parameters == 14 and info.dtypes == {"float32": 1, "float16": 1}
 
     pt = tmp_path / "dp.pt"
     torch.save({"module.x": torch.zeros(5), "module.y": torch.zeros(2, 2, dtype=torch.int64)}, pt)
     info = inspect(pt)
-    assert info.module_prefix and info.format == "unknown" and info.parameters == 9 and info.container == "torch-zip"
+    assert info.module_prefix and info.match is None and info.parameters == 9 and info.container == "torch-zip"
 
 
 def test_legacy_pickle_and_lightning_ckpt(tmp_path):
@@ -135,7 +136,7 @@ def test_legacy_pickle_and_lightning_ckpt(tmp_path):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": {"block0.conv0.0.0.weight": torch.ones(1), "block0.convblock.0.beta": torch.ones(1),
                                "block1.conv0.0.0.weight": torch.ones(1)}, "global_step": 3}, ckpt)
-    assert inspect(ckpt).format == "rife-4"
+    assert inspect(ckpt).match.family == "rife"
 
 
 def test_safetensors_content_under_another_suffix(tmp_path):
@@ -236,7 +237,7 @@ def test_cli_prints_the_summary(tmp_path, capsys):
     assert main(["inspect", str(path), "--keys"]) == 0
     out = capsys.readouterr().out
     assert "tensors     2" in out and "float32 x1, float16 x1" in out and "parameters  416 " in out
-    assert "format      clip-vision" in out and "visual_projection.weight" in out and "[4, 8]" in out
+    assert "family      clip-vision (transformers)" in out and "visual_projection.weight" in out and "[4, 8]" in out
 
 
 def test_cli_folder_and_partial_failure(tmp_path, capsys):

@@ -1,24 +1,28 @@
-"""`i2v inspect FILE...`: what is in a checkpoint, read safely (Python: :func:`i2v.checkpoints.inspect`)."""
+"""`i2v inspect FILE...`: what is in a checkpoint and which model family it belongs to, read safely and without
+torch (Python: :func:`i2v.registry.inspect`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from .. import checkpoints
+from .. import registry
+from ..checkpoints.files import WEIGHT_SUFFIXES, CheckpointInfo
 from ..errors import CheckpointError
 
-HELP = "show a checkpoint's tensor count, dtypes, parameter count and which known format it is (reads no code)"
+HELP = "show a checkpoint's tensor count, dtypes, parameters and which model family it is (reads no code)"
 EXAMPLES = """examples:
   i2v inspect svd_xt.safetensors
   i2v inspect flownet.pkl raft-small.pth
   i2v inspect stable-video-diffusion-img2vid-xt/      every weight file in a (diffusers) folder
   i2v inspect taesd_decoder.pth --keys               also list every tensor: name, dtype, shape
 
-Safetensors files are read from their JSON header only; .pt/.pth/.ckpt/.pkl files with
-torch.load(weights_only=True), and a pickle that would run code is refused."""
+Safetensors files are read from their JSON header only; .pt/.pth/.ckpt/.pkl files with a weights-only
+unpickler that lists tensors without reading their data (a pickle that would run code is refused). A folder is
+also named as a whole when it is a release layout (diffusers, Wan-AI).
 
-WEIGHT_SUFFIXES = checkpoints.SAFETENSORS_SUFFIXES | checkpoints.PICKLE_SUFFIXES
+known families:
+""" + "\n".join(f"  {name:<18} {f.description}" for name, f in registry.FAMILIES.items())
 
 
 def add_arguments(parser):
@@ -35,7 +39,7 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:.3g} P{unit}"
 
 
-def report(info: checkpoints.CheckpointInfo, keys: bool = False) -> str:
+def report(info: CheckpointInfo, keys: bool = False) -> str:
     """The text `i2v inspect` prints for one file."""
     dtypes = ", ".join(f"{name} x{count}" for name, count in info.dtypes.items())
     lines = [
@@ -44,8 +48,17 @@ def report(info: checkpoints.CheckpointInfo, keys: bool = False) -> str:
         f"  tensors     {info.tensors}" + ("  (every key starts with 'module.')" if info.module_prefix else ""),
         f"  dtypes      {dtypes}",
         f"  parameters  {info.parameters:,} ({_human(info.parameters)})",
-        f"  format      {info.format}: {info.description}",
     ]
+    m = info.match
+    if m is None:
+        lines.append("  family      unknown: no known model family matches (see `i2v inspect --help` for the list)")
+    else:
+        lines.append(f"  family      {m.family} ({m.variant}): {m.description}")
+        if m.details:
+            lines.append("  details     " + ", ".join(f"{k} {v}" for k, v in m.details.items() if v is not None))
+        runs = registry.FAMILIES[m.family].runs
+        if runs:
+            lines.append(f"  used by     {runs}")
     for k, v in info.metadata.items():
         lines.append(f"  metadata    {k} = {v if len(v) <= 100 else v[:100] + '...'}")
     if keys:
@@ -64,14 +77,19 @@ def _expand(path: Path) -> list[Path]:
 
 
 def run(args) -> int:
+    for path in args.files:
+        if path.is_dir():
+            m = registry.identify_folder(path)
+            if m is not None:
+                print(f"{path}: {m.family} ({m.variant}): {m.description}")
     targets = [file for path in args.files for file in _expand(path)]
     if len(targets) == 1:
-        print(report(checkpoints.inspect(targets[0]), keys=args.keys))  # an error is printed as one line by the CLI
+        print(report(registry.inspect(targets[0]), keys=args.keys))  # an error is printed as one line by the CLI
         return 0
     failed = 0
     for file in targets:  # several files: report each, an unreadable one does not stop the others
         try:
-            print(report(checkpoints.inspect(file), keys=args.keys))
+            print(report(registry.inspect(file), keys=args.keys))
         except CheckpointError as e:
             print(f"i2v inspect: error: {e}", file=sys.stderr)
             failed += 1

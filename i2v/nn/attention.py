@@ -1,13 +1,16 @@
-"""Attention and feed-forward layers shared by the transformer blocks (LDM/sgm naming).
+"""Attention: one functional primitive, :func:`attention`, and the LDM/sgm-named modules built on it.
 
 Scaled dot-product attention (Vaswani et al. 2017)::
 
-    Attention(Q, K, V) = softmax(Q K^T / sqrt(d_head)) V,   Q = x W_q,  K = c W_k,  V = c W_v
+    Attention(Q, K, V) = softmax(Q K^T * scale + bias) V,   scale = 1 / sqrt(d_head) unless given
 
 computed by ``torch.nn.functional.scaled_dot_product_attention`` (flash / memory-efficient kernels where the
-device has them, never a full (n, m) matrix in memory on CPU). ``c`` is ``x`` itself for self-attention and
-a conditioning sequence for cross-attention. Attribute names follow the original checkpoints
-(``to_q``, ``to_k``, ``to_v``, ``to_out.0``; ``net.0.proj``, ``net.2``) so weights load by name.
+device has them, never a full (n, m) matrix in memory on CPU). Every attention module of every model in i2v
+calls :func:`attention`, so there is one place to read the math, one place to swap the kernel, and one place
+where sequence parallelism (:mod:`i2v.nn.parallel`) exchanges heads for sequence.
+
+The modules keep the attribute names of the original checkpoints (``to_q``, ``to_k``, ``to_v``, ``to_out.0``;
+``net.0.proj``, ``net.2``) so weights load by name.
 """
 
 from __future__ import annotations
@@ -16,6 +19,20 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, heads: int | None = None,
+              bias: torch.Tensor | None = None, scale: float | None = None) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v over the keys.
+
+    Layouts: q (b, h, n, d), k and v (b, h, m, d) -> (b, h, n, d); or, with ``heads``, tokens with the heads
+    packed in the channels, q (b, n, h*d), k and v (b, m, h*d) -> (b, n, h*d). ``bias`` broadcasts to
+    (b, h, n, m) (T5's relative position bias, a padding mask as -inf); ``scale`` defaults to 1/sqrt(d)
+    (T5 uses 1: its initialisation absorbs the factor)."""
+    if heads is not None:
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=heads) for t in (q, k, v))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)  # (b, h, n, d)
+    return rearrange(out, "b h n d -> b n (h d)") if heads is not None else out
 
 
 class CrossAttention(nn.Module):
@@ -38,11 +55,8 @@ class CrossAttention(nn.Module):
             # One key: softmax over a single logit is exactly 1, so every query receives v. Skipping q, k and the
             # attention is exact (SVD's context is one CLIP image token). A broadcast view, (b, n, query_dim).
             return self.to_out(self.to_v(context)).expand(x.shape[0], x.shape[1], -1)
-        q = rearrange(self.to_q(x), "b n (h d) -> b h n d", h=self.heads)
-        k = rearrange(self.to_k(context), "b m (h d) -> b h m d", h=self.heads)
-        v = rearrange(self.to_v(context), "b m (h d) -> b h m d", h=self.heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v, (b, h, n, d)
-        return self.to_out(rearrange(out, "b h n d -> b n (h d)"))
+        out = attention(self.to_q(x), self.to_k(context), self.to_v(context), heads=self.heads)
+        return self.to_out(out)
 
 
 class GEGLU(nn.Module):
