@@ -20,7 +20,7 @@ import torch
 
 from i2v.interpolate import flow_based as fb
 from i2v.interpolate.rife import RIFEInterpolator
-from i2v.models import rife as rife_model
+from i2v.models.rife import ifnet as rife_model
 from i2v.motion.warp import backward_warp
 
 

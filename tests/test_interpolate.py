@@ -18,7 +18,7 @@ from i2v.commands.common import add_output_arguments, write_video
 from i2v.errors import CheckpointError, ConfigError, InputError
 from i2v.interpolate import flow_based as fb
 from i2v.interpolate import interpolate_frames, is_scene_cut, output_times
-from i2v.models import rife
+from i2v.models.rife import ifnet as rife
 
 RIFE_CASES = case_dirs("rife-", "I2V_RIFE_CASES")
 

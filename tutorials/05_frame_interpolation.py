@@ -21,7 +21,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from i2v.interpolate import flow_based as fb
-from i2v.models import rife
+from i2v.models.rife import ifnet as rife
 
 SMALL = os.environ.get("I2V_TUTORIAL_SMALL") == "1"
 OUT = Path(os.environ.get("I2V_TUTORIAL_OUT", "docs/figures"))

@@ -75,7 +75,7 @@ def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, sou
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected ({_show([f'{k} {list(found[k])}' for k in unexpected])})")
     if misshaped:
-        problems.append(f"{len(misshaped)} misshaped ({_show(misshaped)})")
+        problems.append(f"{len(misshaped)} with the wrong shape ({_show(misshaped)})")
     if problems:
         raise CheckpointError(f"{source}: does not match {model} (built from the file's own shapes, "
                               f"{len(expected)} tensors): " + "; ".join(problems)

@@ -1,6 +1,6 @@
 """RIFE as an interpolator: load a released ``flownet.pkl`` once, then frames at any t between two frames.
 
-The network is :mod:`i2v.models.rife` (RIFE 4.25, IFNet_HDv3); this module is the thin glue that turns uint8
+The network is :mod:`i2v.models.rife.ifnet` (RIFE 4.25, IFNet_HDv3); this module is the thin glue that turns uint8
 frames into (1, 3, H, W) tensors, pads them to the model's multiple, and runs the chosen times.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..models import rife as rife_model
+from ..models.rife import ifnet as rife_model
 
 
 class RIFEInterpolator:

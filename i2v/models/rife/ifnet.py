@@ -21,7 +21,7 @@ Tensor layouts (b = batch):
   convention (:mod:`i2v.motion.warp`); ``mask`` (b, 1, H, W), the weight of the warped img0.
 
 Versions. RIFE's releases differ in their feature head and number of blocks; this file implements the 4.25
-layout only and :func:`detect_version` tells the others apart from their keys, so a wrong file gets a clear
+layout only and :func:`i2v.models.rife.detect.version` tells the others apart from their keys, so a wrong file gets a clear
 message instead of a shape error.
 """
 
@@ -34,8 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, InputError
-from ..motion.warp import backward_warp
+from ...checkpoints import load_into, open_state_dict
+from ...errors import CheckpointError, InputError
+from ...motion.warp import backward_warp
+from .detect import V425_WIDTHS, version
 
 SUPPORTED_VERSIONS = ("4.25",)
 
@@ -43,7 +45,7 @@ SUPPORTED_VERSIONS = ("4.25",)
 @dataclass(frozen=True)
 class Config:
     head_channels: int = 4  # features per frame from the ``encode`` head (4.25: 4; 4.13-4.21: 8)
-    block_channels: tuple[int, ...] = (192, 128, 96, 64, 32)  # width c of block0..block4, coarse to fine
+    block_channels: tuple[int, ...] = V425_WIDTHS  # width c of block0..block4, coarse to fine
     block_scales: tuple[float, ...] = (16.0, 8.0, 4.0, 2.0, 1.0)  # block i works at 1/scale_i (times 1/scale)
     feat_channels: int = 8  # features a block hands to the next (13 outputs = 4 flow + 1 mask + 8 feat)
     res_convs: int = 8  # ResConv layers per block
@@ -58,45 +60,23 @@ class Config:
         return 6 + 2 * self.head_channels + 1 + 1 + self.feat_channels + 4
 
     @classmethod
-    def from_state_dict(cls, sd: dict[str, torch.Tensor]) -> "Config":
-        """Infer the config from tensor shapes; raise CheckpointError naming the version if it is not 4.25."""
-        version = detect_version(sd)
-        if version != "4.25":
+    def from_state_dict(cls, shapes: dict[str, tuple]) -> "Config":
+        """Infer the config from tensor shapes (key -> shape); raise CheckpointError naming the version if the
+        keys are not RIFE 4.25's (:func:`i2v.models.rife.detect.version`)."""
+        if not any(k.startswith("block0.") for k in shapes):
+            raise CheckpointError(f"not a RIFE IFNet checkpoint: no 'block0.*' keys (found e.g. {sorted(shapes)[:3]})")
+        found = version(shapes)
+        if found != "4.25":
             raise CheckpointError(
-                f"this is not a RIFE 4.25 checkpoint: its keys look like RIFE {version}. i2v supports RIFE {', '.join(SUPPORTED_VERSIONS)} "
+                f"this is not a RIFE 4.25 checkpoint: its keys look like RIFE {found}. i2v supports RIFE {', '.join(SUPPORTED_VERSIONS)} "
                 f"(IFNet_HDv3 with a 4-channel feature head and five blocks). Download flownet.pkl of RIFE 4.25 "
                 f"from the Practical-RIFE releases")
-        blocks = sorted(int(k.split(".")[0][5:]) for k in sd if k.startswith("block") and k.endswith("conv0.1.0.weight"))
-        widths = tuple(int(sd[f"block{i}.conv0.1.0.weight"].shape[0]) for i in blocks)
-        res = len({k.split(".")[2] for k in sd if k.startswith("block0.convblock.")})
-        lastconv_out = int(sd["block0.lastconv.0.weight"].shape[1])  # ConvTranspose2d weight: (in, out, k, k)
-        return cls(head_channels=int(sd["encode.cnn3.weight"].shape[1]), block_channels=widths,
+        blocks = sorted(int(k.split(".")[0][5:]) for k in shapes if k.startswith("block") and k.endswith("conv0.1.0.weight"))
+        widths = tuple(int(shapes[f"block{i}.conv0.1.0.weight"][0]) for i in blocks)
+        res = len({k.split(".")[2] for k in shapes if k.startswith("block0.convblock.")})
+        lastconv_out = int(shapes["block0.lastconv.0.weight"][1])  # ConvTranspose2d weight: (in, out, k, k)
+        return cls(head_channels=int(shapes["encode.cnn3.weight"][1]), block_channels=widths,
                    block_scales=cls.block_scales[-len(widths):], feat_channels=lastconv_out // 4 - 5, res_convs=res)
-
-
-def detect_version(sd: dict[str, torch.Tensor]) -> str:
-    """Name the RIFE release family a state dict (``module.`` stripped) belongs to, from its keys and shapes:
-    4.0-4.6 have no feature head; 4.7-4.12 a two-layer ``encode.0/1`` head; 4.13-4.21 the ``encode.cnn0..3``
-    head with 8 channels; 4.22-lite and 4.25 that head with 4 channels, 4.25 with five blocks of widths
-    192/128/96/64/32. Returns "4.25" or a description of what was found."""
-    if not any(k.startswith("block0.") for k in sd):
-        raise CheckpointError(f"not a RIFE IFNet checkpoint: no 'block0.*' keys (found e.g. {sorted(sd)[:3]})")
-    blocks = sorted(int(k.split(".")[0][5:]) for k in sd if k.startswith("block") and k.endswith(".conv0.1.0.weight")
-                    and k.split(".")[0][5:].isdigit())
-    widths = tuple(int(sd[f"block{i}.conv0.1.0.weight"].shape[0]) for i in blocks)
-    found = f"{len(blocks)} blocks of widths {'/'.join(map(str, widths))}"
-    if not any(k.startswith("encode.") for k in sd):
-        return f"4.0-4.6 (no feature head; {found})"
-    if "encode.0.weight" in sd:
-        return f"4.7-4.12 (two-layer feature head; {found})"
-    if "encode.cnn3.weight" not in sd:
-        return f"of an unknown version (unrecognised feature head keys {sorted(k for k in sd if k.startswith('encode.'))[:4]})"
-    head = int(sd["encode.cnn3.weight"].shape[1])
-    if head == 8:
-        return f"4.13-4.21 (8-channel feature head; {found})"
-    if head == 4 and widths == Config.block_channels:
-        return "4.25"
-    return f"of an unknown version ({head}-channel feature head, {found}; 4.22-lite has a 4-channel head too)"
 
 
 def conv(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
@@ -197,35 +177,19 @@ class IFNet(nn.Module):
         return {"frame": frames[-1], "flow": flow, "mask": masks[-1], "flows": flows, "masks": masks, "frames": frames}
 
 
-def strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Drop the ``module.`` prefix DataParallel adds to every key (the released flownet.pkl has it)."""
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}
-
-
 def load(path: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float32) -> IFNet:
-    """Load a released RIFE 4.25 ``flownet.pkl`` (torch pickle, read with weights_only=True). Strict: every
-    tensor of the file must be used and every parameter found, with the right shape."""
-    from ..checkpoints import load_state_dict
-
-    sd = strip_prefix(load_state_dict(path))
+    """Load a released RIFE 4.25 ``flownet.pkl`` (torch pickle, read with weights_only=True; the ``module.``
+    prefix DataParallel added is dropped). Strict: every tensor of the file is used (:func:`load_into`)."""
+    sd = open_state_dict(path).strip_common_prefix(("module.",))
     try:
-        cfg = Config.from_state_dict(sd)
+        cfg = Config.from_state_dict(sd.shapes)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    model = IFNet(cfg)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: keys do not match RIFE {cfg}: missing {missing[:5]}{' ...' if len(missing) > 5 else ''} "
-            f"({len(missing)}), unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} ({len(unexpected)}). "
-            f"Is this a training checkpoint (teacher/caltime) or another model?")
-    bad = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(sd[k].shape)}" for k in own if own[k].shape != sd[k].shape]
-    if bad:
-        raise CheckpointError(f"{path}: {len(bad)} tensors have the wrong shape for RIFE 4.25: {'; '.join(bad[:3])}")
-    model.load_state_dict(sd, strict=True)
-    return model.to(device=device, dtype=dtype).eval()
+    with torch.device("meta"):
+        model = IFNet(cfg)
+    load_into(model, sd, dtype=dtype, device=device,
+              hint="Is this a training checkpoint (teacher/caltime) or another model?")
+    return model.eval()
 
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # the values Practical-RIFE offers; 0.5 for 4K, 2 for small inputs
