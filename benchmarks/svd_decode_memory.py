@@ -22,7 +22,7 @@ import time
 def one(chunk: int, h: int, w: int, device: str, dtype: str) -> dict:
     import torch
 
-    from i2v.models.svd_vae import SVDVAE, SVDVAEConfig
+    from i2v.models.svd.vae import SVDVAE, SVDVAEConfig
 
     dt = getattr(torch, dtype)
     torch.manual_seed(0)

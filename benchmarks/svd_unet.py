@@ -18,7 +18,8 @@ import time
 
 import torch
 
-from i2v.models.svd_unet import SVDUNet, diffusers_unet_to_sgm
+from i2v.models.svd.checkpoint import diffusers_unet_to_sgm
+from i2v.models.svd.unet import SVDUNet
 from i2v.nn.embeddings import timestep_embedding
 
 

@@ -43,9 +43,9 @@ from .data.procedural import MOTIONS, make_batch
 from .diffusion.denoisers import Denoiser, append_dims
 from .errors import CheckpointError, ConfigError
 from .evaluate import consecutive_flows, warping_error_along
-from .models.backbone import NULL_MOTION
-from .models.dit import DiT, DiTConfig
-from .models.unet3d import UNet3D, UNet3DConfig
+from .models.builtin.heads import NULL_MOTION
+from .models.builtin.dit import DiT, DiTConfig
+from .models.builtin.unet3d import UNet3D, UNet3DConfig
 
 BACKBONES = {"unet": (UNet3D, UNet3DConfig), "dit": (DiT, DiTConfig)}
 PREDICTIONS = ("edm", "flow")
@@ -242,7 +242,7 @@ def diffusion_loss(denoiser: Denoiser, x0, cond: dict, sigma, eps, prediction: s
 
 
 def warp_loss(model, x0, cond: dict, c_noise) -> torch.Tensor:
-    """Auxiliary loss of a backbone's warp head (:class:`i2v.models.backbone.WarpHead`): the first frame moved by
+    """Auxiliary loss of a backbone's warp head (:class:`i2v.models.builtin.heads.WarpHead`): the first frame moved by
     the affine map the head predicts from the conditioning alone, against the true frames 1..T-1 (mean squared
     error in [-1, 1]). It trains the affine map directly, which the diffusion loss reaches only through the
     head's gain (zero at initialisation)."""

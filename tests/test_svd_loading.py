@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from conftest import shared_path
 from i2v.errors import CheckpointError
-from i2v.models.svd_checkpoint import (SINGLE_FILE_PARTS, SINGLE_FILE_SKIPS, build_clip, build_unet, build_vae,
+from i2v.models.svd.checkpoint import (SINGLE_FILE_PARTS, SINGLE_FILE_SKIPS, build_clip, build_unet, build_vae,
                                        load_diffusers_clip, load_diffusers_vae, split_single_file)
 from i2v.pipelines.svd import SVDPipeline
 
@@ -108,7 +108,7 @@ def test_missing_and_misshaped_tensors_are_named(tmp_path):
     sd[key] = torch.zeros(65)
     path = tmp_path / "misshaped.safetensors"
     save_file(sd, str(path))
-    with pytest.raises(CheckpointError, match=r"misshaped\.safetensors.*ln_post\.weight has shape \[65\], expected \[64\]"):
+    with pytest.raises(CheckpointError, match=r"misshaped\.safetensors.*visual\.ln_post\.weight: expected \[64\], found \[65\]"):
         SVDPipeline.from_pretrained(path, parts=("clip",), clip_head_width=32, log=lambda *a: None)
 
 
@@ -165,7 +165,7 @@ def test_transformers_clip_vision_parity(tmp_path):
     assert ours.config.heads == 4
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        a, b = ref(pixel_values=x).image_embeds, ours(x)
+        a, b = ref(pixel_values=x).image_embeds, ours.pooled(x)
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
 
 

@@ -10,7 +10,8 @@ import torch
 
 from i2v.checkpoints import load_state_dict
 from i2v.errors import CheckpointError, ConfigError, InputError
-from i2v.models.svd_unet import SGM_PREFIX, SVDUNet, SVDUNetConfig, diffusers_unet_to_sgm
+from i2v.models.svd.checkpoint import diffusers_unet_to_sgm, load_diffusers_unet
+from i2v.models.svd.unet import SGM_PREFIX, SVDUNet, SVDUNetConfig
 from i2v.nn.embeddings import timestep_embedding
 
 from conftest import case_dirs, shared_path
@@ -125,7 +126,7 @@ def test_matches_diffusers_through_the_diffusers_loader(tmp_path, seed, chans, h
     ref = _diffusers_unet(seed, chans, heads, layers, attn_levels, cross_dim=48)
     ref.save_pretrained(tmp_path / "unet")
     set_resnet_eps(ref, 1e-5)  # known difference: the original's ResNet GroupNorms use 1e-5, diffusers' 1e-6
-    ours = SVDUNet.from_diffusers(tmp_path / "unet")
+    ours = load_diffusers_unet(tmp_path / "unet")
     assert ours.config.num_head_channels == heads and ours.config.context_dim == 48
     b, T, h, w = 2, 3, 8, 8
     g = torch.Generator().manual_seed(seed)
@@ -161,7 +162,7 @@ def test_missing_tensor_is_named(tiny_sd):
 def test_misshaped_tensor_is_named_with_both_shapes(tiny_sd):
     key = SGM_PREFIX + "middle_block.1.time_pos_embed.2.weight"
     sd = dict(tiny_sd, **{key: torch.zeros(64, 255)})
-    with pytest.raises(CheckpointError, match=r"tiny\.safetensors.*time_pos_embed\.2\.weight has shape \[64, 255\], expected \[64, 256\]"):
+    with pytest.raises(CheckpointError, match=r"tiny\.safetensors.*model\.diffusion_model\.middle_block\.1\.time_pos_embed\.2\.weight: expected \[64, 256\], found \[64, 255\]"):
         SVDUNet.from_state_dict(sd, num_head_channels=16, source="tiny.safetensors")
 
 
@@ -286,13 +287,13 @@ def test_image_only_indicator_switches_the_temporal_paths_off():
 
 
 def test_diffusers_loader_errors(tmp_path):
-    from i2v.models.svd_unet import diffusers_head_channels
+    from i2v.models.svd.checkpoint import diffusers_head_channels
 
     with pytest.raises(CheckpointError, match="config.json"):
-        SVDUNet.from_diffusers(tmp_path)
+        load_diffusers_unet(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"block_out_channels": [320, 640], "num_attention_heads": [5, 10]}))
     with pytest.raises(CheckpointError, match="diffusion_pytorch_model.safetensors"):
-        SVDUNet.from_diffusers(tmp_path)
+        load_diffusers_unet(tmp_path)
     assert diffusers_head_channels({"block_out_channels": [320, 640], "num_attention_heads": [5, 10]}) == 64
     with pytest.raises(ConfigError, match="differ per level"):
         diffusers_head_channels({"block_out_channels": [320, 640], "num_attention_heads": [5, 5]})

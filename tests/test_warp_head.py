@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from i2v.errors import CheckpointError
-from i2v.models.backbone import INSIDE_INIT, MASK_INIT, WarpHead
+from i2v.models.builtin.heads import INSIDE_INIT, MASK_INIT, WarpHead
 from i2v.train import build_model, export_model, init_from, load_config
 
 SIZE = 48

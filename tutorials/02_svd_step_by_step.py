@@ -20,9 +20,9 @@ from PIL import Image
 
 from i2v.diffusion.denoisers import Denoiser, edm_v_scalings
 from i2v.diffusion.guidance import CFGDenoiser, frame_ramp
-from i2v.models.clip_vision import ClipVision, ClipVisionConfig
-from i2v.models.svd_unet import SVDUNet, SVDUNetConfig
-from i2v.models.svd_vae import SVDVAE, SVDVAEConfig
+from i2v.models.encoders.clip_vision import ClipVision, ClipVisionConfig
+from i2v.models.svd.unet import SVDUNet, SVDUNetConfig
+from i2v.models.svd.vae import SVDVAE, SVDVAEConfig
 from i2v.pipelines.svd import SVDNetwork, SVDPipeline
 
 SMALL = os.environ.get("I2V_TUTORIAL_SMALL") == "1"

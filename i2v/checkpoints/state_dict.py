@@ -33,8 +33,9 @@ class StateDict(Mapping):
     safetensors ``__metadata__`` strings (empty for pickles)."""
 
     def __init__(self, source: str, info: dict[str, TensorInfo], read: Callable[[str], torch.Tensor],
-                 metadata: dict[str, str] | None = None):
+                 metadata: dict[str, str] | None = None, prefix: str = ""):
         self.source, self.info, self._read, self.metadata = source, info, read, metadata or {}
+        self.prefix = prefix  # what the file puts in front of these keys (a strip() view): shown in messages
 
     def __getitem__(self, key: str) -> torch.Tensor:
         if key not in self.info:
@@ -63,13 +64,14 @@ class StateDict(Mapping):
     # ---------------------------------------------------------------- views (nothing is read)
     def select(self, keep: Callable[[str], bool]) -> "StateDict":
         """The tensors whose key satisfies ``keep``."""
-        return StateDict(self.source, {k: v for k, v in self.info.items() if keep(k)}, self._read, self.metadata)
+        return StateDict(self.source, {k: v for k, v in self.info.items() if keep(k)}, self._read, self.metadata,
+                         self.prefix)
 
     def strip(self, prefix: str) -> "StateDict":
         """The tensors under ``prefix``, with the prefix removed from their keys."""
         n = len(prefix)
         info = {k[n:]: v for k, v in self.info.items() if k.startswith(prefix)}
-        return StateDict(self.source, info, lambda k: self._read(prefix + k), self.metadata)
+        return StateDict(self.source, info, lambda k: self._read(prefix + k), self.metadata, self.prefix + prefix)
 
     def rename(self, new_name: Callable[[str], str]) -> "StateDict":
         """Keys renamed by ``new_name(key)`` (a rename table applied as a function)."""

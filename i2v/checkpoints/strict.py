@@ -51,11 +51,12 @@ def _show(items: list[str]) -> str:
 
 
 def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, source: str, model: str = "the model",
-               skip: Mapping[str, SkipRule] | None = None, allow_missing: bool = False,
-               hint: str = "") -> dict[str, list[str]]:
+               skip: Mapping[str, SkipRule] | None = None, allow_missing: bool = False, hint: str = "",
+               prefix: str = "") -> dict[str, list[str]]:
     """Account for every key: ``expected`` (the model's key -> shape) against ``found`` (the file's key -> shape).
     Returns {skip reason: [file keys skipped]}; raises one CheckpointError listing every problem otherwise.
-    ``allow_missing``: keys the file lacks keep the model's own values (fine-tuning from older weights)."""
+    ``allow_missing``: keys the file lacks keep the model's own values (fine-tuning from older weights).
+    ``prefix``: what the file puts in front of these keys (shown in messages, so they name the file's real keys)."""
     missing = [k for k in expected if k not in found]
     skipped: dict[str, list[str]] = {}
     unexpected = []
@@ -71,11 +72,12 @@ def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, sou
                  for k in expected if k in found and tuple(found[k]) != tuple(expected[k])]
     problems = []
     if missing and not allow_missing:
-        problems.append(f"{len(missing)} missing ({_show([f'{k} {list(expected[k])}' for k in missing])})")
+        problems.append(f"{len(missing)} missing ({_show([f'{prefix}{k} {list(expected[k])}' for k in missing])})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected ({_show([f'{k} {list(found[k])}' for k in unexpected])})")
+        problems.append(f"{len(unexpected)} unexpected, not used by the model "
+                        f"({_show([f'{prefix}{k} {list(found[k])}' for k in unexpected])})")
     if misshaped:
-        problems.append(f"{len(misshaped)} with the wrong shape ({_show(misshaped)})")
+        problems.append(f"{len(misshaped)} with the wrong shape ({_show([prefix + m for m in misshaped])})")
     if problems:
         raise CheckpointError(f"{source}: does not match {model} (built from the file's own shapes, "
                               f"{len(expected)} tensors): " + "; ".join(problems)
@@ -85,14 +87,15 @@ def check_keys(expected: Mapping[str, tuple], found: Mapping[str, tuple], *, sou
 
 def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str | None = None,
               skip: Mapping[str, SkipRule] | None = None, dtype: torch.dtype | None = None, device=None,
-              keep_dtype: bool = False, allow_missing: bool = False, hint: str = "") -> nn.Module:
+              keep_dtype: bool = False, allow_missing: bool = False, hint: str = "", prefix: str | None = None) -> nn.Module:
     """Fill ``model`` (built on the meta device, or a real one) from ``state_dict`` strictly; see the module
     docstring. ``state_dict`` may be a lazy :class:`~i2v.checkpoints.StateDict` or a plain dict. Returns ``model``."""
     source = str(source or getattr(state_dict, "source", "the state dict"))
     own = model.state_dict(keep_vars=True)
     shapes = state_dict.shapes if hasattr(state_dict, "shapes") else {k: tuple(v.shape) for k, v in state_dict.items()}
+    prefix = getattr(state_dict, "prefix", "") if prefix is None else prefix
     check_keys({k: tuple(v.shape) for k, v in own.items()}, shapes, source=source, model=type(model).__name__,
-               skip=skip, allow_missing=allow_missing, hint=hint)
+               skip=skip, allow_missing=allow_missing, hint=hint, prefix=prefix)
     tensors = {}
     for key, target in own.items():
         if key not in shapes:  # allow_missing: keep the model's own tensor
@@ -106,8 +109,8 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
             t = t.to(device if device is not None else target.device)
         tensors[key] = t
     model.load_state_dict(tensors, strict=not allow_missing, assign=True)
-    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta and n not in tensors]
     if still_meta:
-        raise RuntimeError(f"{type(model).__name__}: {_show(still_meta)} stayed on the meta device: a non-persistent "
-                           "buffer cannot be loaded; compute it in forward() instead")
+        raise RuntimeError(f"{type(model).__name__}: {_show(still_meta)} stayed on the meta device (not in the "
+                           "checkpoint): a non-persistent buffer cannot be loaded; compute it in forward() instead")
     return model

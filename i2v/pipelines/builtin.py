@@ -35,9 +35,9 @@ from ..diffusion.guidance import CFGDenoiser
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
 from ..errors import CheckpointError, ConfigError, InputError
-from ..models.backbone import NULL_MOTION
-from ..models.dit import DiT
-from ..models.unet3d import UNet3D
+from ..models.builtin.heads import NULL_MOTION
+from ..models.builtin.dit import DiT
+from ..models.builtin.unet3d import UNet3D
 
 BACKBONES = {"unet": UNet3D, "dit": DiT}
 DEFAULT_SAMPLER = {"edm": "dpmpp_2m", "flow": "flow_euler"}

@@ -46,7 +46,7 @@ from ..diffusion.guidance import CFGDenoiser, frame_ramp
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
 from ..errors import ConfigError, InputError, NumericalError
-from ..models.svd_checkpoint import PARTS, load_svd_parts
+from ..models.svd.checkpoint import PARTS, load_svd_parts
 from ..nn.embeddings import timestep_embedding
 
 SCALE_FACTOR = 0.18215  # latent scale of the SD/SVD autoencoder: the diffusion model sees z * 0.18215

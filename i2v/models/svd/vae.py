@@ -14,7 +14,7 @@ Layouts::
              the temporal layers unfold them with ``timesteps`` = frames per clip (the decode chunk length).
 
 Attribute names equal the checkpoint keys below ``first_stage_model.`` (single file) so loading is a strict
-``load_state_dict``; the diffusers layout is renamed in :mod:`i2v.pipelines.svd`.
+``load_into``; the diffusers layout is renamed in :mod:`i2v.models.svd.checkpoint`.
 
 Normalisation (checked against the original): GroupNorm(32, eps=1e-6) in every spatial block of encoder and
 decoder; GroupNorm(32, eps=1e-5) inside the decoder's temporal ``time_stack`` blocks.
@@ -33,7 +33,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..errors import CheckpointError
+from ...errors import CheckpointError
+from ...nn.attention import attention
+from ...nn.conv import TemporalConv
+from ...nn.norm import GroupNorm32
 
 
 @dataclass
@@ -50,8 +53,10 @@ class SVDVAEConfig:
     post_quant_conv: bool = False        # 1x1 conv before the decoder
 
     @classmethod
-    def from_state_dict(cls, sd: dict, where: str = "VAE") -> "SVDVAEConfig":
-        """Infer the config from tensor shapes (keys in this module's names, e.g. ``encoder.conv_in.weight``)."""
+    def from_state_dict(cls, shapes: dict, where: str = "VAE") -> "SVDVAEConfig":
+        """Infer the config from tensor shapes, key -> shape (keys in this module's names, e.g.
+        ``encoder.conv_in.weight``)."""
+        sd = shapes
         enc, dec = "encoder.conv_in.weight" in sd, "decoder.conv_in.weight" in sd
         if not (enc or dec):
             raise CheckpointError(f"{where}: no encoder.conv_in.weight or decoder.conv_in.weight: not a KL autoencoder")
@@ -61,26 +66,22 @@ class SVDVAEConfig:
         if not levels or not blocks:
             raise CheckpointError(f"{where}: found {side}.conv_in but no {side}.down/up.N.block.M tensors")
         if enc:
-            ch, in_ch = sd["encoder.conv_in.weight"].shape[:2]
-            mult = tuple(sd[f"encoder.down.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels)
-            z = sd["encoder.conv_out.weight"].shape[0] // 2
+            ch, in_ch = sd["encoder.conv_in.weight"][:2]
+            mult = tuple(sd[f"encoder.down.{i}.block.0.conv2.weight"][0] // ch for i in levels)
+            z = sd["encoder.conv_out.weight"][0] // 2
             nrb = len(blocks)
         else:
-            ch = sd["decoder.norm_out.weight"].shape[0]
-            in_ch = sd["decoder.conv_out.weight"].shape[0]
-            mult = tuple(sd[f"decoder.up.{i}.block.0.conv2.weight"].shape[0] // ch for i in levels)
-            z = sd["decoder.conv_in.weight"].shape[1]
+            ch = sd["decoder.norm_out.weight"][0]
+            in_ch = sd["decoder.conv_out.weight"][0]
+            mult = tuple(sd[f"decoder.up.{i}.block.0.conv2.weight"][0] // ch for i in levels)
+            z = sd["decoder.conv_in.weight"][1]
             nrb = len(blocks) - 1
         kernel = (3, 1, 1)
         if "decoder.conv_out.time_mix_conv.weight" in sd:
-            kernel = tuple(sd["decoder.conv_out.time_mix_conv.weight"].shape[2:])
+            kernel = tuple(sd["decoder.conv_out.time_mix_conv.weight"][2:])
         return cls(ch=int(ch), ch_mult=mult, num_res_blocks=nrb, in_channels=int(in_ch), z_channels=int(z),
                    video_kernel_size=kernel, encoder=enc, decoder=dec, quant_conv="quant_conv.weight" in sd,
                    post_quant_conv="post_quant_conv.weight" in sd)
-
-
-def Normalize(c: int, eps: float = 1e-6) -> nn.GroupNorm:
-    return nn.GroupNorm(32, c, eps=eps)
 
 
 class ResnetBlock(nn.Module):
@@ -88,9 +89,9 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.norm1 = Normalize(cin)
+        self.norm1 = GroupNorm32(cin, eps=1e-6)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = Normalize(cout)
+        self.norm2 = GroupNorm32(cout, eps=1e-6)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
@@ -100,19 +101,6 @@ class ResnetBlock(nn.Module):
         return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
 
 
-class TemporalConv3d(nn.Conv3d):
-    """A Conv3d over (t, h, w) whose kernel is (k, 1, 1) in the checkpoint; it mixes frames only, so it runs as a
-    Conv2d over (t, h*w) with the same weights viewed as (c, c, k, 1) -- identical sums, and much faster than
-    PyTorch's CPU Conv3d path. Other kernels fall back to Conv3d."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kernel_size[1:] != (1, 1):
-            return super().forward(x)
-        b, c, t, h, w = x.shape
-        y = F.conv2d(x.reshape(b, c, t, h * w), self.weight.squeeze(-1), self.bias, padding=(self.padding[0], 0))
-        return y.reshape(b, -1, t, h, w)  # (b, c', t, h, w)
-
-
 class TimeStack(nn.Module):
     """openaimodel ResBlock with dims=3 and no time embedding, on (b, c, t, h, w); names follow the checkpoint
     (``in_layers.{0,2}``, ``out_layers.{0,3}``; the missing indices are SiLU and Dropout)."""
@@ -120,9 +108,9 @@ class TimeStack(nn.Module):
     def __init__(self, c: int, kernel: tuple[int, int, int]):
         super().__init__()
         pad = tuple(k // 2 for k in kernel)
-        self.in_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), TemporalConv3d(c, c, kernel, padding=pad))
-        self.out_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), nn.Identity(),
-                                        TemporalConv3d(c, c, kernel, padding=pad))
+        self.in_layers = nn.Sequential(GroupNorm32(c, eps=1e-5), nn.SiLU(), TemporalConv(c, c, kernel, padding=pad))
+        self.out_layers = nn.Sequential(GroupNorm32(c, eps=1e-5), nn.SiLU(), nn.Identity(),
+                                        TemporalConv(c, c, kernel, padding=pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.out_layers(self.in_layers(x))
@@ -150,7 +138,7 @@ class AttnBlock(nn.Module):
 
     def __init__(self, c: int):
         super().__init__()
-        self.norm = Normalize(c)
+        self.norm = GroupNorm32(c, eps=1e-6)
         self.q, self.k, self.v = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)
         self.proj_out = nn.Conv2d(c, c, 1)
 
@@ -158,7 +146,7 @@ class AttnBlock(nn.Module):
         b, c, h, w = x.shape
         hn = self.norm(x)
         q, k, v = (rearrange(f(hn), "b c h w -> b 1 (h w) c") for f in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(c)) v
+        out = attention(q, k, v)  # one head: softmax(q k^T / sqrt(c)) v
         out = rearrange(out, "b 1 (h w) c -> b c h w", h=h, w=w)
         return x + self.proj_out(out)
 
@@ -214,7 +202,7 @@ class Encoder(nn.Module):
             self.down.append(level)
         self.mid = Mid()
         self.mid.block_1, self.mid.attn_1, self.mid.block_2 = ResnetBlock(cin, cin), AttnBlock(cin), ResnetBlock(cin, cin)
-        self.norm_out = Normalize(cin)
+        self.norm_out = GroupNorm32(cin, eps=1e-6)
         self.conv_out = nn.Conv2d(cin, 2 * cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -234,7 +222,7 @@ class AE3DConv(nn.Conv2d):
 
     def __init__(self, cin: int, cout: int, kernel: tuple[int, int, int]):
         super().__init__(cin, cout, 3, padding=1)
-        self.time_mix_conv = TemporalConv3d(cout, cout, kernel, padding=tuple(k // 2 for k in kernel))
+        self.time_mix_conv = TemporalConv(cout, cout, kernel, padding=tuple(k // 2 for k in kernel))
 
     def forward(self, x: torch.Tensor, timesteps: int) -> torch.Tensor:
         x = super().forward(x)
@@ -266,7 +254,7 @@ class VideoDecoder(nn.Module):
                 level.upsample = Upsample(cin)
             up.insert(0, level)
         self.up = nn.ModuleList(up)
-        self.norm_out = Normalize(cin)
+        self.norm_out = GroupNorm32(cin, eps=1e-6)
         self.conv_out = AE3DConv(cin, cfg.in_channels, kernel)
 
     def forward(self, z: torch.Tensor, timesteps: int) -> torch.Tensor:

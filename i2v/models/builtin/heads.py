@@ -1,4 +1,5 @@
-"""The backbone interface shared by the built-in image-to-video models (:mod:`.unet3d`, :mod:`.dit`).
+"""The backbone interface shared by the built-in image-to-video models (:mod:`.unet3d`, :mod:`.dit`), and the heads
+both use.
 
 A backbone is the raw network ``F`` that :class:`i2v.diffusion.Denoiser` wraps into ``D(x, sigma) -> x0``::
 
@@ -11,8 +12,9 @@ A backbone is the raw network ``F`` that :class:`i2v.diffusion.Denoiser` wraps i
     motion       (b,) long        index into MOTIONS, or NULL_MOTION (= len(MOTIONS)) for "unconditional"
     speed        (b,) float       motion speed, 0.5 .. 1.5
 
-Every backbone class has a ``Config`` dataclass, ``config`` attribute, ``from_state_dict(sd)`` that infers the
-config from tensor shapes and loads strictly (:func:`load_strict`), and supports any number of frames.
+Every backbone class has a ``Config`` dataclass (``Config.from_state_dict(shapes)`` reads it off tensor shapes),
+a ``config`` attribute, ``from_state_dict(sd)`` that builds the model on the meta device and loads it strictly
+(:func:`i2v.checkpoints.load_into`), and supports any number of frames and any grid its patching divides.
 
 This module also holds the pieces both backbones share: :class:`ConditionEmbedding`, which turns
 (c_noise, motion, speed, frame index) into one vector per frame, and :class:`WarpHead`, the optional output
@@ -26,10 +28,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..data.procedural import MOTIONS
-from ..diffusion.denoisers import Proposal
-from ..errors import CheckpointError
-from ..nn.embeddings import timestep_embedding
+from ...checkpoints import load_into
+from ...data.procedural import MOTIONS
+from ...diffusion.denoisers import Proposal
+from ...errors import CheckpointError
+from ...nn.embeddings import timestep_embedding
 
 NULL_MOTION = len(MOTIONS)  # the extra label used for classifier-free guidance (label dropout in training)
 C_NOISE_SCALE = 250.0  # 0.25 ln sigma spans about [-2, 1.5]; x250 spreads it over the sinusoid's frequencies
@@ -158,33 +161,18 @@ class WarpHead(nn.Module):
                         rearrange(mask, "(b t) c h w -> b c t h w", t=frames))
 
 
-def load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:
-    """Load ``state_dict`` into ``model`` with every tensor accounted for; a CheckpointError naming the
-    missing, unexpected and misshaped tensors otherwise."""
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    misshaped = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state_dict[k].shape)}"
-                 for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-    if missing or unexpected or misshaped:
-        def show(items):
-            return ", ".join(items[:6]) + (f" ... ({len(items)} in all)" if len(items) > 6 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {show(unexpected)}")
-        if misshaped:
-            parts.append(f"misshaped {show(misshaped)}")
-        raise CheckpointError(f"{what} checkpoint does not match the model inferred from it: " + "; ".join(parts)
-                              + ". Is it a checkpoint of this backbone, saved by `i2v train`?")
-    model.load_state_dict(state_dict, strict=True)
-    return model
+def require(shapes: dict, key: str, what: str) -> tuple[int, ...]:
+    """shapes[key], or a CheckpointError saying which tensor the config inference needed."""
+    if key not in shapes:
+        raise CheckpointError(f"not a {what} checkpoint: tensor {key!r} is missing (found {len(shapes)} tensors, "
+                              f"e.g. {', '.join(sorted(shapes)[:3]) or 'none'})")
+    return tuple(shapes[key])
 
 
-def require(state_dict: dict, key: str, what: str) -> torch.Tensor:
-    """state_dict[key], or a CheckpointError saying which tensor the config inference needed."""
-    if key not in state_dict:
-        raise CheckpointError(f"not a {what} checkpoint: tensor {key!r} is missing (found {len(state_dict)} tensors, "
-                              f"e.g. {', '.join(sorted(state_dict)[:3]) or 'none'})")
-    return state_dict[key]
+def build(cls, config_cls, sd, source: str | None = None):
+    """A backbone built on the meta device from ``sd``'s shapes and filled strictly (every tensor used)."""
+    shapes = sd.shapes if hasattr(sd, "shapes") else {k: tuple(v.shape) for k, v in sd.items()}
+    with torch.device("meta"):
+        model = cls(config_cls.from_state_dict(shapes))
+    return load_into(model, sd, source=source or f"the {cls.__name__} state dict", dtype=torch.float32,
+                     device="cpu", hint=f"Is it a checkpoint of this backbone ({cls.__name__}), saved by `i2v train`?")

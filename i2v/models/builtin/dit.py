@@ -32,8 +32,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..errors import ConfigError, InputError
-from .backbone import NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
+from ...errors import ConfigError, InputError
+from ...nn.attention import attention
+from ...nn.rope import apply_rope, rope_3d
+from .heads import NULL_MOTION, ConditionEmbedding, WarpHead, build, require
 
 HEAD_DIM = 32  # target head width; heads = max(1, dim // 32), fixed because head counts leave no trace in shapes
 
@@ -55,42 +57,21 @@ class DiTConfig:
     warp_mask: bool = False  # (with warp_head) blend the moved frame into D by a predicted per-pixel mask
 
     @classmethod
-    def from_state_dict(cls, sd: dict) -> "DiTConfig":
-        """Read the config off tensor shapes (and "full" attention off the absence of any temporal weight)."""
+    def from_state_dict(cls, shapes: dict) -> "DiTConfig":
+        """Read the config off tensor shapes, key -> shape (and "full" attention off the absence of any temporal
+        weight)."""
         what = "DiT"
-        w = require(sd, "patch_embed.weight", what)  # (dim, 6 p^2)
-        patch = int(round((w.shape[1] / 6) ** 0.5))
+        w = require(shapes, "patch_embed.weight", what)  # (dim, 6 p^2)
+        patch = int(round((w[1] / 6) ** 0.5))
         depth = 0
-        while f"blocks.{depth}.mlp.0.weight" in sd:
+        while f"blocks.{depth}.mlp.0.weight" in shapes:
             depth += 1
-        mlp = require(sd, "blocks.0.mlp.0.weight", what)  # (ratio dim, dim)
-        emb = require(sd, "embed.motion_embed.weight", what)
-        return cls(dim=w.shape[0], depth=depth, patch=patch, mlp_ratio=mlp.shape[0] // w.shape[0],
-                   emb_dim=emb.shape[1], num_motions=emb.shape[0],
-                   attention="factorised" if any(".temporal." in k for k in sd) else "full",
-                   warp_head="warp.affine.weight" in sd, warp_mask="mask_out.weight" in sd)
-
-
-def rope_angles(t: int, h: int, w: int, head_dim: int, device) -> torch.Tensor:
-    """(t*h*w, head_dim/2) rotation angles: frequency pairs split between the t, y and x axes,
-    theta_j = pos_axis * 10000^(-j / n_axis) (RoPE, Su et al. 2021, eq. 15, per axis)."""
-    pairs = head_dim // 2
-    n_y = n_x = pairs // 3
-    n_t = pairs - n_y - n_x
-    tt, yy, xx = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
-    parts = []
-    for pos, n in ((tt, n_t), (yy, n_y), (xx, n_x)):
-        freqs = 10000.0 ** (-torch.arange(n, dtype=torch.float32) / max(n, 1))
-        parts.append(pos.reshape(-1, 1).float() * freqs)
-    return torch.cat(parts, dim=1).to(device)
-
-
-def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate consecutive pairs (x_2j, x_2j+1) of the last axis by the angles whose (cos, sin) are ``rope``:
-    (x1, x2) -> (x1 cos - x2 sin, x1 sin + x2 cos)."""
-    cos, sin = rope
-    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
-    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+        mlp = require(shapes, "blocks.0.mlp.0.weight", what)  # (ratio dim, dim)
+        emb = require(shapes, "embed.motion_embed.weight", what)
+        return cls(dim=w[0], depth=depth, patch=patch, mlp_ratio=mlp[0] // w[0],
+                   emb_dim=emb[1], num_motions=emb[0],
+                   attention="factorised" if any(".temporal." in k for k in shapes) else "full",
+                   warp_head="warp.affine.weight" in shapes, warp_mask="mask_out.weight" in shapes)
 
 
 class SelfAttention(nn.Module):
@@ -103,9 +84,8 @@ class SelfAttention(nn.Module):
     def forward(self, x, rope):
         # x: (n, s, d); rope: (cos, sin) of the angles, each (s, head_dim/2)
         q, k, v = rearrange(self.qkv(x), "n s (three heads e) -> three n heads s e", three=3, heads=self.heads)
-        q, k = apply_rope(q, rope), apply_rope(k, rope)
-        a = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(e)) v
-        return self.proj(rearrange(a, "n heads s e -> n s (heads e)"))
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        return self.proj(rearrange(attention(q, k, v), "n heads s e -> n s (heads e)"))  # softmax(q k^T / sqrt(e)) v
 
 
 def modulate(x, shift, scale):
@@ -130,22 +110,22 @@ class Block(nn.Module):
         nn.init.zeros_(self.ada.bias)
         self.full = cfg.attention == "full"
 
-    def forward(self, x, c, angles, t: int):
-        # x: (b t) n d, c: (b t) d, angles: (t n, head_dim/2) rotation angles
+    def forward(self, x, c, rope, t: int):
+        # x: (b t) n d, c: (b t) d, rope: (cos, sin) of the rotation angles, each (t n, head_dim/2)
         bt, n, d = x.shape
+        cos, sin = rope
         mods = self.ada(F.silu(c))[:, None].chunk(9, dim=-1)  # 9 x (b t) 1 d
         s1, sc1, g1, s2, sc2, g2, s3, sc3, g3 = mods
         h = modulate(self.norm1(x), s1, sc1)
         if self.full:  # one attention over all t*n tokens of a clip
             h = rearrange(h, "(b t) n d -> b (t n) d", t=t)
-            h = rearrange(self.spatial(h, (angles.cos(), angles.sin())), "b (t n) d -> (b t) n d", t=t)
+            h = rearrange(self.spatial(h, rope), "b (t n) d -> (b t) n d", t=t)
             x = x + g1 * h
         else:
-            a_s = angles[:n]  # within a frame only (y, x) differences matter
-            x = x + g1 * self.spatial(h, (a_s.cos(), a_s.sin()))
+            x = x + g1 * self.spatial(h, (cos[:n], sin[:n]))  # within a frame only (y, x) differences matter
             h = rearrange(modulate(self.norm2(x), s2, sc2), "(b t) n d -> (b n) t d", t=t)
-            ang_t = angles.reshape(t, n, -1)[:, 0]  # (t, e): positions along time at one patch
-            h = rearrange(self.temporal(h, (ang_t.cos(), ang_t.sin())), "(b n) t d -> (b t) n d", n=n)
+            along_t = (cos.reshape(t, n, -1)[:, 0], sin.reshape(t, n, -1)[:, 0])  # (t, e): time at one patch
+            h = rearrange(self.temporal(h, along_t), "(b n) t d -> (b t) n d", n=n)
             x = x + g2 * h
         return x + g3 * self.mlp(modulate(self.norm3(x), s3, sc3))
 
@@ -196,9 +176,10 @@ class DiT(nn.Module):
         z = rearrange(torch.cat([x, cond], dim=1), "b c t (h p) (w q) -> (b t) (h w) (p q c)", p=p, q=p)
         patches = z
         z = self.patch_embed(z)  # (b t) n d
-        angles = rope_angles(t, h, w, self.config.dim // num_heads(self.config.dim), x.device)  # (t n, head_dim/2)
+        # RoPE tables once per call (every block and head shares them): (t n, head_dim/2) each, float32
+        rope = rope_3d(t, h, w, self.config.dim // num_heads(self.config.dim), dtype=torch.float32, device=x.device)
         for block in self.blocks:
-            z = block(z, c, angles, t)
+            z = block(z, c, rope, t)
         shift, scale = self.ada_out(F.silu(c))[:, None].chunk(2, dim=-1)
         z = torch.cat([modulate(self.norm_out(z), shift, scale), patches], dim=-1)
         out = rearrange(self.out(z), "bt (h w) (p q c) -> bt c (h p) (w q)", h=h, p=p, q=p)  # (b t) 3 H W
@@ -210,7 +191,6 @@ class DiT(nn.Module):
         return rearrange(out, "(b t) c H W -> b c t H W", t=t)
 
     @classmethod
-    def from_state_dict(cls, sd: dict) -> "DiT":
-        """Build the model the tensors describe and load them strictly."""
-        model = cls(DiTConfig.from_state_dict(sd))
-        return load_strict(model, sd, "DiT")
+    def from_state_dict(cls, sd, source: str | None = None) -> "DiT":
+        """Build the model the tensors describe (on the meta device) and load them strictly, in float32."""
+        return build(cls, DiTConfig, sd, source)

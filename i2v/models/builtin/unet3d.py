@@ -28,9 +28,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..errors import ConfigError, InputError
-from ..nn.embeddings import timestep_embedding
-from .backbone import MASK_INIT, NULL_MOTION, ConditionEmbedding, WarpHead, load_strict, require
+from ...errors import ConfigError, InputError
+from ...nn.attention import attention
+from ...nn.embeddings import timestep_embedding
+from ...nn.norm import GroupNorm32
+from .heads import MASK_INIT, NULL_MOTION, ConditionEmbedding, WarpHead, build, require
 
 HEAD_DIM = 32  # attention head width; fixed (heads = channels // 32) because head counts leave no trace in shapes
 
@@ -46,24 +48,25 @@ class UNet3DConfig:
     warp_mask: bool = False  # (with warp_head) blend the moved frame into D by a predicted per-pixel mask
 
     @classmethod
-    def from_state_dict(cls, sd: dict) -> "UNet3DConfig":
-        """Read the config off tensor shapes (the stable-diffusion.cpp way)."""
+    def from_state_dict(cls, shapes: dict) -> "UNet3DConfig":
+        """Read the config off tensor shapes, key -> shape (the stable-diffusion.cpp way)."""
         what = "UNet3D"
-        conv_in = require(sd, "conv_in.weight", what)  # (c0, 6 p^2, 3, 3)
-        patch = int(round((conv_in.shape[1] / 6) ** 0.5))
+        conv_in = require(shapes, "conv_in.weight", what)  # (c0, 6 p^2, 3, 3)
+        patch = int(round((conv_in[1] / 6) ** 0.5))
         channels = []
-        while f"down.{len(channels)}.res.conv1.weight" in sd:
-            channels.append(sd[f"down.{len(channels)}.res.conv1.weight"].shape[0])
+        while f"down.{len(channels)}.res.conv1.weight" in shapes:
+            channels.append(shapes[f"down.{len(channels)}.res.conv1.weight"][0])
         if not channels:
-            require(sd, "down.0.res.conv1.weight", what)
-        spatial = tuple(f"down.{i}.spatial.qkv.weight" in sd for i in range(len(channels)))
-        emb = require(sd, "embed.motion_embed.weight", what)  # (num_motions, emb_dim)
-        return cls(channels=tuple(channels), spatial_attention=spatial, patch=patch, emb_dim=emb.shape[1],
-                   num_motions=emb.shape[0], warp_head="warp.affine.weight" in sd, warp_mask="mask_out.weight" in sd)
+            require(shapes, "down.0.res.conv1.weight", what)
+        spatial = tuple(f"down.{i}.spatial.qkv.weight" in shapes for i in range(len(channels)))
+        emb = require(shapes, "embed.motion_embed.weight", what)  # (num_motions, emb_dim)
+        return cls(channels=tuple(channels), spatial_attention=spatial, patch=patch, emb_dim=emb[1],
+                   num_motions=emb[0], warp_head="warp.affine.weight" in shapes, warp_mask="mask_out.weight" in shapes)
 
 
-def group_norm(c: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(32, c // 4), c)
+def group_norm(c: int) -> GroupNorm32:
+    """GroupNorm with min(32, c/4) groups (at least 4 channels per group on the narrow levels)."""
+    return GroupNorm32(c, eps=1e-5, num_groups=min(32, c // 4))
 
 
 class ResBlock(nn.Module):
@@ -112,9 +115,8 @@ class Attention(nn.Module):
 
     def forward(self, x, pos=None):
         h = self.norm(x) if pos is None else self.norm(x) + pos
-        q, k, v = rearrange(self.qkv(h), "n s (three heads d) -> three n heads s d", three=3, heads=self.heads)
-        a = F.scaled_dot_product_attention(q, k, v)  # softmax(q k^T / sqrt(d)) v
-        return x + self.proj(rearrange(a, "n heads s d -> n s (heads d)"))
+        q, k, v = self.qkv(h).chunk(3, dim=-1)  # (n, s, c) each
+        return x + self.proj(attention(q, k, v, heads=self.heads))  # softmax(q k^T / sqrt(d)) v
 
 
 def frame_positions(t: int, c: int, device, dtype) -> torch.Tensor:
@@ -206,7 +208,6 @@ class UNet3D(nn.Module):
         return rearrange(out, "(b t) c h w -> b c t h w", t=t)
 
     @classmethod
-    def from_state_dict(cls, sd: dict) -> "UNet3D":
-        """Build the model the tensors describe and load them strictly."""
-        model = cls(UNet3DConfig.from_state_dict(sd))
-        return load_strict(model, sd, "UNet3D")
+    def from_state_dict(cls, sd, source: str | None = None) -> "UNet3D":
+        """Build the model the tensors describe (on the meta device) and load them strictly, in float32."""
+        return build(cls, UNet3DConfig, sd, source)

@@ -21,13 +21,15 @@ that is what sgm's ``VideoPredictionEmbedderWithEncoder`` runs and what diffuser
 ``first_stage_model.encoder`` (no quant_conv) is the first stage's own encoder; it is loaded for
 ``SVDPipeline.encode`` (image -> latents x 0.18215) and is not used by sampling.
 
-Diffusers folder: ``unet/`` (SVD-A's :meth:`SVDUNet.from_diffusers`), ``vae/`` (AutoencoderKLTemporalDecoder) and
+Diffusers folder: ``unet/`` (UNetSpatioTemporalConditionModel), ``vae/`` (AutoencoderKLTemporalDecoder) and
 ``image_encoder/`` (transformers CLIPVisionModelWithProjection), each with config.json and safetensors; renamed
-to our names by :data:`VAE_DIFFUSERS_RENAMES` and :data:`CLIP_TRANSFORMERS_RENAMES`. The diffusers VAE encoder
-is the conditioning encoder, so ``vae`` and ``cond_encoder`` are the same module there.
+to the original names by this family's tables, :data:`UNET_DIFFUSERS_RENAMES` and :data:`VAE_DIFFUSERS_RENAMES`
+(the CLIP tower's table lives with the shared encoder, :data:`i2v.models.encoders.clip_vision.TRANSFORMERS_RENAMES`).
+The diffusers VAE encoder is the conditioning encoder, so ``vae`` and ``cond_encoder`` are the same module there.
 
-Safetensors are read lazily: only the tensors of the requested parts are read, one at a time, converted to the
-requested dtype/device and assigned to modules built on the meta device (no second copy in RAM).
+Tensors are read lazily (:func:`i2v.checkpoints.open_state_dict`): only those of the requested parts, one at a
+time, converted to the requested dtype/device and assigned to modules built on the meta device
+(:func:`i2v.checkpoints.load_into`; no second copy in RAM).
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoints import read_safetensors_header
-from ..errors import CheckpointError
-from .clip_vision import ClipVision, ClipVisionConfig
-from .svd_vae import SVDVAE, SVDVAEConfig
+from ...checkpoints import load_into, open_state_dict
+from ...errors import CheckpointError, ConfigError
+from ..encoders.clip_vision import ClipVision, ClipVisionConfig, transformers_to_open_clip, _transformers_config
+from .vae import SVDVAE, SVDVAEConfig
 
 PARTS = ("unet", "vae", "clip", "cond_encoder")
 
@@ -96,67 +98,36 @@ def split_single_file(keys, source: str) -> tuple[dict[str, dict[str, str]], dic
     return parts, skipped
 
 
-def load_strict(model: nn.Module, sd: dict, source: str, prefix: str = "") -> nn.Module:
-    """Assign ``sd`` to a meta-built ``model`` after checking names and shapes; errors name file and tensor."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in sd]
-    unused = [k for k in sd if k not in expected]
-    bad = [k for k in expected if k in sd and tuple(sd[k].shape) != expected[k]]
-    if missing:
-        shown = ", ".join(f"{prefix}{k} {list(expected[k])}" for k in missing[:4])
-        raise CheckpointError(f"{source}: {len(missing)} tensor(s) needed by {type(model).__name__} are missing: "
-                              f"{shown}{' ...' if len(missing) > 4 else ''} (file incomplete or of another model)")
-    if unused:
-        raise CheckpointError(f"{source}: {len(unused)} tensor(s) not used by the {type(model).__name__} inferred from "
-                              f"the shapes: {', '.join(prefix + k for k in unused[:4])}")
-    if bad:
-        k = bad[0]
-        raise CheckpointError(f"{source}: tensor {prefix}{k} has shape {list(sd[k].shape)}, expected {list(expected[k])} "
-                              f"for the model inferred from the other tensors ({len(bad)} misshaped)")
-    model.load_state_dict(sd, strict=True, assign=True)
-    return model.eval().requires_grad_(False)
+def _shapes(sd) -> dict:
+    return sd.shapes if hasattr(sd, "shapes") else {k: tuple(v.shape) for k, v in sd.items()}
 
 
-def build_vae(sd: dict, source: str) -> SVDVAE:
-    cfg = SVDVAEConfig.from_state_dict(sd, where=source)
+def build_vae(sd, source: str, dtype=None, device=None) -> SVDVAE:
+    """An SVDVAE with the config of ``sd``'s shapes (own key names), built on meta and filled strictly."""
+    cfg = SVDVAEConfig.from_state_dict(_shapes(sd), where=source)
     with torch.device("meta"):
         model = SVDVAE(cfg)
-    return load_strict(model, sd, source)
+    return load_into(model, sd, source=source, dtype=dtype, device=device).eval().requires_grad_(False)
 
 
-def build_clip(sd: dict, source: str, head_width: int | None = None, act: str = "gelu") -> ClipVision:
-    cfg = ClipVisionConfig.from_state_dict(sd, head_width=head_width, act=act, where=source)
+def build_clip(sd, source: str, head_width: int | None = None, act: str = "gelu", dtype=None, device=None) -> ClipVision:
+    cfg = ClipVisionConfig.from_state_dict(_shapes(sd), head_width=head_width, act=act, where=source)
     with torch.device("meta"):
         model = ClipVision(cfg)
-    return load_strict(model, sd, source)
+    return load_into(model, sd, source=source, dtype=dtype, device=device).eval().requires_grad_(False)
 
 
-def build_unet(sd: dict, source: str, head_channels: int = 64):
-    from .svd_unet import SVDUNet  # SVD-A's module: attribute names = keys under model.diffusion_model.
+def build_unet(sd, source: str, head_channels: int = 64, dtype=None, device=None):
+    from .unet import SVDUNet  # SVD-A's module: attribute names = keys under model.diffusion_model.
 
-    return SVDUNet.from_state_dict(sd, prefix="", num_head_channels=head_channels, source=source)
+    return SVDUNet.from_state_dict(sd, prefix="", num_head_channels=head_channels, source=source, dtype=dtype,
+                                   device=device)
 
 
-class _LazyFile:
-    """Read selected tensors of one safetensors file, converting each as it is read."""
-
-    def __init__(self, path: Path, dtype, device):
-        from safetensors import safe_open
-
-        self.path, self.dtype, self.device = path, dtype, device
-        self.f = safe_open(str(path), framework="pt", device="cpu")
-
-    def read(self, mapping: dict[str, str]) -> dict[str, torch.Tensor]:
-        out = {}
-        for own, key in mapping.items():
-            try:
-                t = self.f.get_tensor(key)
-            except Exception as e:  # noqa: BLE001 -- safetensors raises its own error types
-                raise CheckpointError(f"{self.path}: tensor {key} cannot be read ({e}): file corrupt or truncated") from None
-            if t.is_floating_point() and self.dtype is not None:
-                t = t.to(self.dtype)
-            out[own] = t.to(self.device)
-        return out
+def _part(sd, part: str):
+    """The view of ``sd`` holding one part's tensors under their own names (:data:`SINGLE_FILE_PARTS`)."""
+    prefix, keep = SINGLE_FILE_PARTS[part]
+    return sd.strip(prefix).select(keep)
 
 
 def load_single_file(path, parts=PARTS, dtype=torch.float32, device="cpu", unet_head_channels: int = 64,
@@ -166,26 +137,24 @@ def load_single_file(path, parts=PARTS, dtype=torch.float32, device="cpu", unet_
     if path.suffix not in (".safetensors", ".sft"):
         raise CheckpointError(f"{path}: expected a .safetensors file (the released SVD files are safetensors) "
                               f"or a diffusers folder with unet/, vae/, image_encoder/")
-    header = read_safetensors_header(path)  # checks completeness: truncated files fail here
-    split, _skipped = split_single_file(list(header), str(path))
-    f = _LazyFile(path, dtype, device)
+    sd = open_state_dict(path)  # reads the header; truncated files fail here with a clear message
+    split, _skipped = split_single_file(list(sd), str(path))
     out = {}
     for part in parts:
         if part == "vae_decoder":  # the temporal decoder alone (``i2v decode``)
-            sd = f.read({k: v for k, v in split["vae"].items() if k.startswith(("decoder.", "post_quant_conv."))})
-            out[part] = build_vae(sd, f"{path} [first_stage_model.decoder.*]")
+            decoder = _part(sd, "vae").select(lambda k: k.startswith(("decoder.", "post_quant_conv.")))
+            out[part] = build_vae(decoder, f"{path} [first_stage_model.decoder.*]", dtype, device)
             continue
         if part not in split:
             raise ValueError(f"unknown part {part!r}; valid: {', '.join(PARTS)}, vae_decoder")
-        sd = f.read(split[part])
+        sub = _part(sd, part)
         src = f"{path} [{SINGLE_FILE_PARTS[part][0]}*]"
         if part == "unet":
-            out[part] = build_unet(sd, str(path), unet_head_channels)
+            out[part] = build_unet(sub, str(path), unet_head_channels, dtype, device)
         elif part == "clip":
-            out[part] = build_clip(sd, src, clip_head_width)
+            out[part] = build_clip(sub, src, clip_head_width, dtype=dtype, device=device)
         else:
-            out[part] = build_vae(sd, src)
-        del sd
+            out[part] = build_vae(sub, src, dtype, device)
     return out
 
 
@@ -237,51 +206,6 @@ def vae_from_diffusers(sd: dict, source: str) -> dict:
     return out
 
 
-# transformers CLIPVisionModelWithProjection -> ours; q/k/v projections are packed into in_proj afterwards.
-CLIP_TRANSFORMERS_RENAMES = [
-    (r"^vision_model\.embeddings\.class_embedding$", "class_embedding"),
-    (r"^vision_model\.embeddings\.patch_embedding\.weight$", "conv1.weight"),
-    (r"^vision_model\.embeddings\.position_embedding\.weight$", "positional_embedding"),
-    (r"^vision_model\.pre_layrnorm\.", "ln_pre."),
-    (r"^vision_model\.post_layernorm\.", "ln_post."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", r"transformer.resblocks.\1.attn.out_proj."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.", r"transformer.resblocks.\1.attn.\2_proj."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm1\.", r"transformer.resblocks.\1.ln_1."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.layer_norm2\.", r"transformer.resblocks.\1.ln_2."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.fc1\.", r"transformer.resblocks.\1.mlp.c_fc."),
-    (r"^vision_model\.encoder\.layers\.(\d+)\.mlp\.fc2\.", r"transformer.resblocks.\1.mlp.c_proj."),
-    (r"^visual_projection\.weight$", "proj"),
-]
-
-
-def clip_from_transformers(sd: dict, source: str) -> dict:
-    """Rename a CLIPVisionModelWithProjection state dict to :class:`ClipVision` names: pack q/k/v into
-    ``in_proj_weight``/``in_proj_bias``, transpose the projection (Linear (out, in) -> matrix (in, out))."""
-    out, unknown = {}, []
-    for k, v in sd.items():
-        if k == "vision_model.embeddings.position_ids":
-            continue  # a constant arange buffer older files carry
-        for pat, rep in CLIP_TRANSFORMERS_RENAMES:
-            if re.match(pat, k):
-                out[re.sub(pat, rep, k)] = v
-                break
-        else:
-            unknown.append(k)
-    if unknown:
-        raise CheckpointError(f"{source}: {len(unknown)} tensors are not part of a CLIPVisionModelWithProjection, "
-                              f"e.g. {unknown[0]}")
-    if "proj" in out:
-        out["proj"] = out["proj"].t().contiguous()
-    for layer in sorted({m.group(1) for k in out for m in [re.match(r"transformer\.resblocks\.(\d+)\.attn\.q_proj", k)] if m}):
-        p = f"transformer.resblocks.{layer}.attn."
-        for kind, new in (("weight", "in_proj_weight"), ("bias", "in_proj_bias")):
-            try:
-                out[p + new] = torch.cat([out.pop(f"{p}{x}_proj.{kind}") for x in "qkv"])
-            except KeyError:
-                raise CheckpointError(f"{source}: layer {layer} lacks one of its q/k/v projection {kind}s") from None
-    return out
-
-
 def _folder_weights(folder: Path, names: tuple[str, ...]) -> Path:
     for n in names:
         if (folder / n).is_file():
@@ -303,11 +227,6 @@ def _read_config(folder: Path) -> dict:
         raise CheckpointError(f"{p}: not valid JSON ({e})") from None
 
 
-def _read_all(path: Path, dtype, device) -> dict[str, torch.Tensor]:
-    header = read_safetensors_header(path)
-    return _LazyFile(path, dtype, device).read({k: k for k in header})
-
-
 def load_diffusers_vae(folder, dtype=torch.float32, device="cpu") -> SVDVAE:
     folder = Path(folder)
     cfg = _read_config(folder)
@@ -315,25 +234,16 @@ def load_diffusers_vae(folder, dtype=torch.float32, device="cpu") -> SVDVAE:
         raise CheckpointError(f"{folder}/config.json: expected _class_name AutoencoderKLTemporalDecoder (SVD's VAE), "
                               f"found {cfg.get('_class_name')}")
     path = _folder_weights(folder, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"))
-    return build_vae(vae_from_diffusers(_read_all(path, dtype, device), str(path)), str(path))
+    return build_vae(vae_from_diffusers(open_state_dict(path), str(path)), str(path), dtype, device)
 
 
 def load_diffusers_clip(folder, dtype=torch.float32, device="cpu") -> ClipVision:
+    """A transformers CLIPVisionModelWithProjection folder (SVD's ``image_encoder/``), through the shared tower."""
     folder = Path(folder)
-    cfg = _read_config(folder)
+    head_width, act = _transformers_config(folder, None)
     path = _folder_weights(folder, ("model.safetensors", "model.fp16.safetensors"))
-    heads = cfg.get("num_attention_heads")
-    width = cfg.get("hidden_size")
-    if not heads or not width:
-        raise CheckpointError(f"{folder}/config.json: expected hidden_size and num_attention_heads (a CLIP vision config)")
-    act = cfg.get("hidden_act", "gelu")
-    if act not in ("gelu", "quick_gelu"):
-        raise CheckpointError(f"{folder}/config.json: hidden_act {act!r} is not supported (gelu or quick_gelu)")
-    eps = cfg.get("layer_norm_eps", 1e-5)
-    if abs(eps - 1e-5) > 1e-12:
-        raise CheckpointError(f"{folder}/config.json: layer_norm_eps {eps} differs from OpenCLIP's 1e-5")
-    return build_clip(clip_from_transformers(_read_all(path, dtype, device), str(path)), str(path),
-                      head_width=width // heads, act=act)
+    return build_clip(transformers_to_open_clip(open_state_dict(path), str(path)), str(path),
+                      head_width=head_width, act=act, dtype=dtype, device=device)
 
 
 def load_diffusers_folder(folder, parts=PARTS, dtype=torch.float32, device="cpu") -> dict[str, nn.Module]:
@@ -345,9 +255,7 @@ def load_diffusers_folder(folder, parts=PARTS, dtype=torch.float32, device="cpu"
                                   f"{sub}/ is missing")
     out = {}
     if "unet" in parts:
-        from .svd_unet import SVDUNet
-
-        out["unet"] = SVDUNet.from_diffusers(folder / "unet", dtype=dtype, device=device)
+        out["unet"] = load_diffusers_unet(folder / "unet", dtype=dtype, device=device)
     if {"vae", "cond_encoder", "vae_decoder"} & set(parts):
         vae = load_diffusers_vae(folder / "vae", dtype, device)
         out.update({p: vae for p in ("vae", "cond_encoder", "vae_decoder") if p in parts})
@@ -365,3 +273,132 @@ def load_svd_parts(path, parts=PARTS, dtype=torch.float32, device="cpu", unet_he
     if path.is_dir():
         return load_diffusers_folder(path, parts, dtype, device)
     return load_single_file(path, parts, dtype, device, unet_head_channels, clip_head_width)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# diffusers format: the one rename table between diffusers' UNetSpatioTemporalConditionModel and the original
+
+# Names inside a block, diffusers -> original (sgm). Applied to the part of a key after its block prefix.
+UNET_DIFFUSERS_RENAMES = {
+    # top level
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+    # inside a resnet (spatial ResBlock + temporal ResBlock + mixer)
+    "spatial_res_block.norm1": "in_layers.0",
+    "spatial_res_block.conv1": "in_layers.2",
+    "spatial_res_block.time_emb_proj": "emb_layers.1",
+    "spatial_res_block.norm2": "out_layers.0",
+    "spatial_res_block.conv2": "out_layers.3",
+    "spatial_res_block.conv_shortcut": "skip_connection",
+    "temporal_res_block.norm1": "time_stack.in_layers.0",
+    "temporal_res_block.conv1": "time_stack.in_layers.2",
+    "temporal_res_block.time_emb_proj": "time_stack.emb_layers.1",
+    "temporal_res_block.norm2": "time_stack.out_layers.0",
+    "temporal_res_block.conv2": "time_stack.out_layers.3",
+    # inside a transformer (everything else keeps its name)
+    "temporal_transformer_blocks": "time_stack",
+    "time_pos_embed.linear_1": "time_pos_embed.0",
+    "time_pos_embed.linear_2": "time_pos_embed.2",
+    # down/up sampler convolutions
+    "downsamplers.0.conv": "op",
+    "upsamplers.0.conv": "conv",
+}
+
+
+def _rename(rest: str) -> str:
+    for old, new in UNET_DIFFUSERS_RENAMES.items():
+        if rest == old or rest.startswith(old + "."):
+            return new + rest[len(old):]
+    return rest
+
+
+def diffusers_unet_names(keys, source: str = "the diffusers U-Net") -> dict[str, str]:
+    """{diffusers key: original key} for a ``UNetSpatioTemporalConditionModel`` (no ``model.diffusion_model.``
+    prefix). Block numbering follows the original: input block 0 is conv_in; each down level holds its
+    resnets(+attentions) and then its downsampler; each up level its resnets(+attentions) with the upsampler
+    appended to the level's last block."""
+    sd = list(keys)
+
+    def count(pat):
+        return len({m.group(1) for k in sd if (m := re.match(pat, k))})
+
+    n_down = count(r"down_blocks\.(\d+)\.")
+    if n_down == 0 or "conv_in.weight" not in sd:
+        raise CheckpointError(f"{source}: expected diffusers U-Net keys (conv_in.*, down_blocks.*), found e.g. "
+                              f"{', '.join(list(sd)[:3])}")
+    blocks = {}  # diffusers block prefix -> original block prefix
+    i = 1
+    for lv in range(n_down):
+        for j in range(count(rf"down_blocks\.{lv}\.resnets\.(\d+)\.")):
+            blocks[f"down_blocks.{lv}.resnets.{j}"] = f"input_blocks.{i}.0"
+            blocks[f"down_blocks.{lv}.attentions.{j}"] = f"input_blocks.{i}.1"
+            i += 1
+        if f"down_blocks.{lv}.downsamplers.0.conv.weight" in sd:
+            blocks[f"down_blocks.{lv}.downsamplers.0.conv"] = f"input_blocks.{i}.0.op"
+            i += 1
+    blocks["mid_block.resnets.0"] = "middle_block.0"
+    blocks["mid_block.attentions.0"] = "middle_block.1"
+    blocks["mid_block.resnets.1"] = "middle_block.2"
+    i = 0
+    for lv in range(count(r"up_blocks\.(\d+)\.")):
+        n_res = count(rf"up_blocks\.{lv}\.resnets\.(\d+)\.")
+        has_attn = any(k.startswith(f"up_blocks.{lv}.attentions.") for k in sd)
+        for j in range(n_res):
+            blocks[f"up_blocks.{lv}.resnets.{j}"] = f"output_blocks.{i}.0"
+            blocks[f"up_blocks.{lv}.attentions.{j}"] = f"output_blocks.{i}.1"
+            i += 1
+        blocks[f"up_blocks.{lv}.upsamplers.0.conv"] = f"output_blocks.{i - 1}.{2 if has_attn else 1}.conv"
+
+    out = {}
+    for k in sd:
+        m = re.match(r"((?:down_blocks|up_blocks)\.\d+\.(?:resnets|attentions)\.\d+|mid_block\.(?:resnets|attentions)\.\d+"
+                     r"|(?:down_blocks|up_blocks)\.\d+\.(?:down|up)samplers\.0\.conv)\.(.*)", k)
+        if m is None:
+            new = _rename(k)
+        elif m.group(1).endswith("samplers.0.conv"):
+            new = f"{blocks[m.group(1)]}.{m.group(2)}"
+        else:
+            new = f"{blocks[m.group(1)]}.{_rename(m.group(2))}"
+        out[k] = new
+    return out
+
+
+def diffusers_unet_to_sgm(sd: dict, source: str = "the diffusers U-Net") -> dict:
+    """A diffusers U-Net state dict under the original key names (:func:`diffusers_unet_names`)."""
+    return {new: sd[old] for old, new in diffusers_unet_names(list(sd), source).items()}
+
+
+def diffusers_head_channels(cfg: dict, source: str = "config.json") -> int:
+    """The head width from a diffusers config: block_out_channels[i] / num_attention_heads[i], equal on every level."""
+    chans = cfg.get("block_out_channels")
+    heads = cfg.get("num_attention_heads")
+    if chans is None or heads is None:
+        raise CheckpointError(f"{source}: expected block_out_channels and num_attention_heads in the U-Net config")
+    heads = [heads] * len(chans) if isinstance(heads, int) else list(heads)
+    widths = {c // h for c, h in zip(chans, heads)}
+    if len(widths) != 1 or any(c % h for c, h in zip(chans, heads)):
+        raise ConfigError(f"{source}: head widths block_out_channels/num_attention_heads = {chans}/{heads} differ per "
+                          f"level; the original SVD U-Net uses one head width (num_head_channels) everywhere")
+    return widths.pop()
+
+
+
+def load_diffusers_unet(unet_dir, *, dtype=None, device=None):
+    """A diffusers-format ``unet/`` folder (config.json + diffusion_pytorch_model[.fp16].safetensors) of
+    ``UNetSpatioTemporalConditionModel``, renamed by :data:`UNET_DIFFUSERS_RENAMES` and loaded strictly."""
+    from .unet import SVDUNet
+
+    unet_dir = Path(unet_dir)
+    cfg = _read_config(unet_dir)
+    path = _folder_weights(unet_dir, ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
+                                      "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin"))
+    sd = open_state_dict(path)
+    names = diffusers_unet_names(list(sd), source=str(path))
+    return SVDUNet.from_state_dict(sd.rename(names.__getitem__), prefix="",
+                                   num_head_channels=diffusers_head_channels(cfg, str(unet_dir / "config.json")),
+                                   dtype=dtype, device=device, source=str(path))

@@ -24,8 +24,8 @@ Layouts: frames are folded into the batch, ``x`` is ``(b t) c h w`` (t = num_vid
 ``(b t) n context_dim``. Temporal layers unfold to ``b c t h w`` or ``(b h w) t c``. The output is ``(b t) c h w``.
 
 Attribute names equal the released checkpoint's keys under ``model.diffusion_model.``, so loading is a loop
-that checks names and shapes (:meth:`SVDUNet.from_state_dict`). The diffusers-format rename table is at the
-bottom of this file (:data:`DIFFUSERS_RENAMES`).
+that checks names and shapes (:meth:`SVDUNet.from_state_dict`). The diffusers-format rename table lives with the
+family's other formats in :mod:`i2v.models.svd.checkpoint` (:data:`~i2v.models.svd.checkpoint.UNET_DIFFUSERS_RENAMES`).
 """
 
 from __future__ import annotations
@@ -40,10 +40,12 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError, InputError
-from ..nn.attention import CrossAttention, FeedForward
-from ..nn.embeddings import timestep_embedding
-from ..nn.norm import GroupNorm32
+from ...checkpoints import load_into
+from ...errors import CheckpointError, ConfigError, InputError
+from ...nn.attention import CrossAttention, FeedForward
+from ...nn.conv import TemporalConv
+from ...nn.embeddings import timestep_embedding
+from ...nn.norm import GroupNorm32
 
 SGM_PREFIX = "model.diffusion_model."
 
@@ -72,10 +74,10 @@ class SVDUNetConfig:
 
     @classmethod
     def from_state_dict(cls, sd, num_head_channels: int = 64, source: str = "the state dict") -> "SVDUNetConfig":
-        """Infer the config from tensor SHAPES of a U-Net state dict (keys without ``model.diffusion_model.``;
-        values: anything with ``.shape``). The head width is not stored in any shape: it is an argument
-        (64 for every released SVD file)."""
-        shape = {k: tuple(v.shape) for k, v in sd.items()}
+        """Infer the config from tensor SHAPES of a U-Net state dict (key -> shape, keys without
+        ``model.diffusion_model.``). The head width is not stored in any shape: it is an argument (64 for every
+        released SVD file)."""
+        shape = {k: tuple(v) for k, v in sd.items()}
 
         def need(key: str) -> tuple[int, ...]:
             if key not in shape:
@@ -157,17 +159,6 @@ class AlphaBlender(nn.Module):
             alpha = torch.where(image_only_indicator.bool(), torch.ones_like(alpha), alpha)  # (b, t)
             alpha = rearrange(alpha, self.pattern)
         return torch.lerp(x_temporal, x_spatial, alpha.to(x_spatial.dtype))  # x_t + a (x_s - x_t): one pass
-
-
-class TemporalConv(nn.Conv3d):
-    """Conv3d with a (k, 1, 1) kernel (mixes frames only), computed as a Conv2d over (t, h*w): the same sums,
-    and PyTorch's CPU Conv2d kernels are several times faster than its Conv3d ones."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (b, c, t, h, w)
-        if self.kernel_size[1:] != (1, 1):
-            return super().forward(x)
-        y = F.conv2d(x.flatten(3), self.weight.flatten(3), self.bias, padding=(self.padding[0], 0))  # (b, c, t, h*w)
-        return y.unflatten(3, x.shape[3:])
 
 
 class ResBlock(nn.Module):
@@ -425,164 +416,14 @@ class SVDUNet(nn.Module):
         the VAE and conditioner). Strict: every tensor under ``prefix`` is used and every parameter found with
         its shape. Built on the meta device and filled by assignment, so no second copy of the weights is made
         (when dtype/device are those of the tensors). ``num_head_channels`` is not in the file: 64 for SVD."""
-        own = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+        own = sd.strip(prefix) if hasattr(sd, "strip") else {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
         if not own:
             some = ", ".join(list(sd)[:3])
             raise CheckpointError(f"{source}: no tensors under {prefix!r} (found e.g. {some}): not an SVD checkpoint "
                                   f"in the original single-file layout")
-        config = SVDUNetConfig.from_state_dict(own, num_head_channels=num_head_channels, source=source)
+        shapes = own.shapes if hasattr(own, "shapes") else {k: tuple(v.shape) for k, v in own.items()}
+        config = SVDUNetConfig.from_state_dict(shapes, num_head_channels=num_head_channels, source=source)
         with torch.device("meta"):
             model = cls(config)
-        load_strict(model, own, source=source, prefix=prefix, dtype=dtype, device=device)
+        load_into(model, own, source=source, dtype=dtype, device=device, prefix=prefix)
         return model.eval().requires_grad_(False)
-
-    @classmethod
-    def from_diffusers(cls, unet_dir, *, dtype=None, device=None) -> "SVDUNet":
-        """Load a diffusers-format ``unet/`` folder (config.json + diffusion_pytorch_model[.fp16].safetensors)
-        of ``UNetSpatioTemporalConditionModel`` through :data:`DIFFUSERS_RENAMES`."""
-        from ..checkpoints import load_state_dict
-
-        unet_dir = Path(unet_dir)
-        cfg_path = unet_dir / "config.json"
-        if not cfg_path.is_file():
-            raise CheckpointError(f"{unet_dir}: expected a diffusers U-Net folder with config.json, none found")
-        cfg = json.loads(cfg_path.read_text())
-        files = [unet_dir / n for n in ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors",
-                                        "diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.bin")]
-        weights = next((f for f in files if f.is_file()), None)
-        if weights is None:
-            raise CheckpointError(f"{unet_dir}: expected one of {[f.name for f in files]}, none found")
-        sd = diffusers_unet_to_sgm(load_state_dict(weights), source=str(weights))
-        return cls.from_state_dict(sd, prefix="", num_head_channels=diffusers_head_channels(cfg, str(cfg_path)),
-                                   dtype=dtype, device=device, source=str(weights))
-
-
-def load_strict(model: nn.Module, sd: dict, *, source: str, prefix: str = "", dtype=None, device=None) -> None:
-    """Assign ``sd`` to ``model``'s parameters, checking that names and shapes match exactly, with errors that
-    name what was expected and what was found."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = [k for k in expected if k not in sd]
-    unused = [k for k in sd if k not in expected]
-    if missing:
-        shown = ", ".join(f"{prefix}{k} {list(expected[k])}" for k in missing[:5])
-        raise CheckpointError(f"{source}: {len(missing)} tensor(s) the {type(model).__name__} needs are missing: "
-                              f"{shown}{' ...' if len(missing) > 5 else ''}. The file is incomplete or of another model.")
-    if unused:
-        shown = ", ".join(f"{prefix}{k}" for k in unused[:5])
-        raise CheckpointError(f"{source}: {len(unused)} tensor(s) are not used by the {type(model).__name__} built "
-                              f"from the file's shapes: {shown}{' ...' if len(unused) > 5 else ''}")
-    for k, s in expected.items():
-        if tuple(sd[k].shape) != s:
-            raise CheckpointError(f"{source}: tensor {prefix}{k} has shape {list(sd[k].shape)}, expected {list(s)} "
-                                  f"for the model inferred from the other tensors")
-    out = {}
-    for k, v in sd.items():
-        v = v.to(device=device if device is not None else v.device, dtype=dtype if dtype is not None else v.dtype)
-        out[k] = v
-    model.load_state_dict(out, strict=True, assign=True)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# diffusers format: the one rename table between diffusers' UNetSpatioTemporalConditionModel and the original
-
-# Names inside a block, diffusers -> original (sgm). Applied to the part of a key after its block prefix.
-DIFFUSERS_RENAMES = {
-    # top level
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "add_embedding.linear_1": "label_emb.0.0",
-    "add_embedding.linear_2": "label_emb.0.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-    # inside a resnet (spatial ResBlock + temporal ResBlock + mixer)
-    "spatial_res_block.norm1": "in_layers.0",
-    "spatial_res_block.conv1": "in_layers.2",
-    "spatial_res_block.time_emb_proj": "emb_layers.1",
-    "spatial_res_block.norm2": "out_layers.0",
-    "spatial_res_block.conv2": "out_layers.3",
-    "spatial_res_block.conv_shortcut": "skip_connection",
-    "temporal_res_block.norm1": "time_stack.in_layers.0",
-    "temporal_res_block.conv1": "time_stack.in_layers.2",
-    "temporal_res_block.time_emb_proj": "time_stack.emb_layers.1",
-    "temporal_res_block.norm2": "time_stack.out_layers.0",
-    "temporal_res_block.conv2": "time_stack.out_layers.3",
-    # inside a transformer (everything else keeps its name)
-    "temporal_transformer_blocks": "time_stack",
-    "time_pos_embed.linear_1": "time_pos_embed.0",
-    "time_pos_embed.linear_2": "time_pos_embed.2",
-    # down/up sampler convolutions
-    "downsamplers.0.conv": "op",
-    "upsamplers.0.conv": "conv",
-}
-
-
-def _rename(rest: str) -> str:
-    for old, new in DIFFUSERS_RENAMES.items():
-        if rest == old or rest.startswith(old + "."):
-            return new + rest[len(old):]
-    return rest
-
-
-def diffusers_unet_to_sgm(sd: dict, source: str = "the diffusers U-Net") -> dict:
-    """Rename a diffusers ``UNetSpatioTemporalConditionModel`` state dict to the original key layout (no
-    ``model.diffusion_model.`` prefix). Block numbering follows the original: input block 0 is conv_in; each
-    down level holds its resnets(+attentions) and then its downsampler; each up level its resnets(+attentions)
-    with the upsampler appended to the level's last block."""
-    def count(pat):
-        return len({m.group(1) for k in sd if (m := re.match(pat, k))})
-
-    n_down = count(r"down_blocks\.(\d+)\.")
-    if n_down == 0 or "conv_in.weight" not in sd:
-        raise CheckpointError(f"{source}: expected diffusers U-Net keys (conv_in.*, down_blocks.*), found e.g. "
-                              f"{', '.join(list(sd)[:3])}")
-    blocks = {}  # diffusers block prefix -> original block prefix
-    i = 1
-    for lv in range(n_down):
-        for j in range(count(rf"down_blocks\.{lv}\.resnets\.(\d+)\.")):
-            blocks[f"down_blocks.{lv}.resnets.{j}"] = f"input_blocks.{i}.0"
-            blocks[f"down_blocks.{lv}.attentions.{j}"] = f"input_blocks.{i}.1"
-            i += 1
-        if f"down_blocks.{lv}.downsamplers.0.conv.weight" in sd:
-            blocks[f"down_blocks.{lv}.downsamplers.0.conv"] = f"input_blocks.{i}.0.op"
-            i += 1
-    blocks["mid_block.resnets.0"] = "middle_block.0"
-    blocks["mid_block.attentions.0"] = "middle_block.1"
-    blocks["mid_block.resnets.1"] = "middle_block.2"
-    i = 0
-    for lv in range(count(r"up_blocks\.(\d+)\.")):
-        n_res = count(rf"up_blocks\.{lv}\.resnets\.(\d+)\.")
-        has_attn = any(k.startswith(f"up_blocks.{lv}.attentions.") for k in sd)
-        for j in range(n_res):
-            blocks[f"up_blocks.{lv}.resnets.{j}"] = f"output_blocks.{i}.0"
-            blocks[f"up_blocks.{lv}.attentions.{j}"] = f"output_blocks.{i}.1"
-            i += 1
-        blocks[f"up_blocks.{lv}.upsamplers.0.conv"] = f"output_blocks.{i - 1}.{2 if has_attn else 1}.conv"
-
-    out = {}
-    for k, v in sd.items():
-        m = re.match(r"((?:down_blocks|up_blocks)\.\d+\.(?:resnets|attentions)\.\d+|mid_block\.(?:resnets|attentions)\.\d+"
-                     r"|(?:down_blocks|up_blocks)\.\d+\.(?:down|up)samplers\.0\.conv)\.(.*)", k)
-        if m is None:
-            new = _rename(k)
-        elif m.group(1).endswith("samplers.0.conv"):
-            new = f"{blocks[m.group(1)]}.{m.group(2)}"
-        else:
-            new = f"{blocks[m.group(1)]}.{_rename(m.group(2))}"
-        out[new] = v
-    return out
-
-
-def diffusers_head_channels(cfg: dict, source: str = "config.json") -> int:
-    """The head width from a diffusers config: block_out_channels[i] / num_attention_heads[i], equal on every level."""
-    chans = cfg.get("block_out_channels")
-    heads = cfg.get("num_attention_heads")
-    if chans is None or heads is None:
-        raise CheckpointError(f"{source}: expected block_out_channels and num_attention_heads in the U-Net config")
-    heads = [heads] * len(chans) if isinstance(heads, int) else list(heads)
-    widths = {c // h for c, h in zip(chans, heads)}
-    if len(widths) != 1 or any(c % h for c, h in zip(chans, heads)):
-        raise ConfigError(f"{source}: head widths block_out_channels/num_attention_heads = {chans}/{heads} differ per "
-                          f"level; the original SVD U-Net uses one head width (num_head_channels) everywhere")
-    return widths.pop()
-
