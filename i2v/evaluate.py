@@ -25,59 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from einops import rearrange
 
 from .data.procedural import MOTIONS, clip_seed, make_clip
 from .errors import ConfigError
-from .motion.flow import estimate_flow
-from .motion.warp import backward_warp, inside_mask
+from .metrics import flicker, psnr, ssim, warping_error
+from .motion.warp import backward_warp
 
 MOVING = tuple(m for m in MOTIONS if m != "static")
-
-
-def psnr(pred: np.ndarray, true: np.ndarray) -> float:
-    """Mean over frames of 10 log10(1 / MSE); arrays (t, h, w, 3) in [0, 1]."""
-    mse = ((pred.astype(np.float64) - true.astype(np.float64)) ** 2).reshape(len(pred), -1).mean(axis=1)
-    return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-10))))
-
-
-def ssim(pred: np.ndarray, true: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-    return float(np.mean([structural_similarity(p, t, channel_axis=-1, data_range=1.0)
-                          for p, t in zip(pred.astype(np.float64), true.astype(np.float64))]))
-
-
-def consecutive_flows(video: torch.Tensor) -> torch.Tensor:
-    """DIS optical flow from frame k+1 to frame k of each clip (f_{k+1}(p) ~ f_k(p + F(p))).
-    video (b, 3, t, h, w) in [0, 1] -> (b, t-1, 2, h, w) in pixels, on the CPU."""
-    clips = video.detach().float().cpu().permute(0, 2, 3, 4, 1).numpy()  # (b, t, h, w, 3)
-    flows = [[estimate_flow(clip[k + 1], clip[k]) for k in range(len(clip) - 1)] for clip in clips]
-    return torch.from_numpy(np.stack(flows)).permute(0, 1, 4, 2, 3)  # (b, t-1, h, w, 2) -> (b, t-1, 2, h, w)
-
-
-def warping_error_along(video: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-    """Mean over consecutive frame pairs of the mean |f_{k+1}(p) - f_k(p + F(p))| over the pixels p whose flow
-    lands inside the frame (channels averaged). video (b, c, t, h, w), flows (b, t-1, 2, h, w). Differentiable
-    in ``video``: with the flow of the true clip it is the short-term temporal loss of Lai et al. 2018
-    (:func:`i2v.train.temporal_loss`)."""
-    flow = flows.flatten(0, 1).to(video.dtype)  # (b (t-1)) 2 h w
-    prev = rearrange(video[:, :, :-1], "b c t h w -> (b t) c h w")
-    nxt = rearrange(video[:, :, 1:], "b c t h w -> (b t) c h w")
-    mask = inside_mask(flow)  # (b (t-1)) 1 h w
-    diff = (nxt - backward_warp(prev, flow)).abs().mean(dim=1, keepdim=True)
-    per_pair = (diff * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(min=1)  # masked mean per frame pair
-    return per_pair.mean()
-
-
-def warping_error(frames: np.ndarray) -> float:
-    """The warping error of one clip (t, h, w, 3) in [0, 1], along the DIS flow measured on the clip itself."""
-    video = torch.from_numpy(np.ascontiguousarray(frames)).float().permute(3, 0, 1, 2)[None]  # -> (1, 3, t, h, w)
-    return float(warping_error_along(video, consecutive_flows(video)))
-
-
-def flicker(frames: np.ndarray) -> float:
-    """Mean absolute difference of consecutive frames."""
-    return float(np.abs(np.diff(frames.astype(np.float64), axis=0)).mean())
 
 
 def static_prediction(clip) -> np.ndarray:

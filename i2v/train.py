@@ -26,23 +26,20 @@ and ``<out_dir>/model.safetensors`` (the EMA weights in fp16 with the config in 
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import time
-import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
+from . import configs
+from .checkpoints import load_into, open_state_dict
+from .calibrate import calibration_loss, calibration_parameters
 from .data.procedural import MOTIONS, make_batch
-from .diffusion.denoisers import Denoiser, append_dims
+from .diffusion.denoisers import EDM_SIGMA_MAX, Denoiser
 from .errors import CheckpointError, ConfigError
-from .evaluate import consecutive_flows, warping_error_along
 from .models.builtin.heads import NULL_MOTION
 from .models.builtin.dit import DiT, DiTConfig
 from .models.builtin.unet3d import UNet3D, UNet3DConfig
@@ -110,75 +107,10 @@ class TrainConfig:
         return self.unet if self.backbone == "unet" else self.dit
 
 
-# --- config files: TOML -> dataclasses, type-checked ---------------------------------------------------
-
-def _coerce(value, typ, where: str):
-    """Check ``value`` against the dataclass field type ``typ`` (int, float, str, bool, tuple[...])."""
-    origin = typing.get_origin(typ)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        (elem, *_rest) = typing.get_args(typ)
-        return tuple(_coerce(v, elem, where) for v in value)
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ in (int, float, str) and (not isinstance(value, typ) or isinstance(value, bool)):
-        raise ConfigError(f"{where}: expected {typ.__name__}, got {value!r} ({type(value).__name__})")
-    return value
-
-
-def _fill(obj, table: dict, where: str):
-    hints = typing.get_type_hints(type(obj))
-    for key, value in table.items():
-        if key not in hints:
-            valid = ", ".join(f.name for f in dataclasses.fields(obj))
-            raise ConfigError(f"{where}: unknown key {key!r}; valid keys: {valid}")
-        sub = f"{where}.{key}" if where else key
-        if dataclasses.is_dataclass(hints[key]):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{sub}: expected a [{sub}] table, got {value!r}")
-            _fill(getattr(obj, key), value, sub)
-        else:
-            setattr(obj, key, _coerce(value, hints[key], sub))
-    return obj
-
-
-def _parse_value(text: str):
-    """A --set value: TOML syntax (1e-4, true, [96, 128], "unet"); a bare word is a string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def load_config(path=None, overrides: list[str] = ()) -> TrainConfig:
     """Read a TOML preset (sections [unet], [dit], [diffusion], [data], [train] plus top-level ``backbone``) and
-    apply ``section.key=value`` overrides, all type-checked against the dataclasses above."""
-    cfg = TrainConfig()
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; presets live in configs/ (e.g. configs/builtin_unet.toml)")
-        try:
-            table = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML ({e})") from None
-        _fill(cfg, table, "")
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected section.key=value, e.g. train.steps=100")
-        key, text = item.split("=", 1)
-        nested: dict = {}
-        node = nested
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = _parse_value(text.strip())
-        _fill(cfg, nested, "")
+    apply ``section.key=value`` overrides, all type-checked against the dataclasses above (:mod:`i2v.configs`)."""
+    cfg = configs.load(TrainConfig(), path, overrides)
     validate(cfg)
     return cfg
 
@@ -225,20 +157,10 @@ def sample_sigma(cfg: DiffusionConfig, n: int, generator: torch.Generator) -> to
     return (cfg.p_mean + cfg.p_std * z).exp()
 
 
-def add_noise(x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor, prediction: str) -> torch.Tensor:
-    s = append_dims(sigma, x0.ndim)
-    if prediction == "flow":
-        return (1 - s) * x0 + s * eps  # x_sigma = (1 - sigma) x0 + sigma eps
-    return x0 + s * eps  # x_sigma = x0 + sigma eps
-
-
-def diffusion_loss(denoiser: Denoiser, x0, cond: dict, sigma, eps, prediction: str) -> torch.Tensor:
-    """Mean over clips and frames 1..T-1 of ((D(x_sigma) - x0) / c_out)^2, x0 (b, c, t, h, w)."""
-    x = add_noise(x0, sigma, eps, prediction)
-    d = denoiser(x, sigma, cond)
-    _, c_out, _, _ = denoiser.scalings(sigma)
-    err = (d - x0) / append_dims(c_out, x0.ndim)
-    return err[:, :, 1:].square().mean()
+def diffusion_loss(denoiser: Denoiser, x0, cond: dict, sigma, eps) -> torch.Tensor:
+    """Mean over clips and frames 1..T-1 (frame 0 is the condition) of the preconditioning's own loss
+    ``((D(x_sigma) - x0) / c_out)^2`` (:meth:`i2v.diffusion.Denoiser.loss`), x0 (b, c, t, h, w)."""
+    return denoiser.loss(x0, sigma, eps, cond)[:, :, 1:].mean()
 
 
 def warp_loss(model, x0, cond: dict, c_noise) -> torch.Tensor:
@@ -253,73 +175,6 @@ def warp_loss(model, x0, cond: dict, c_noise) -> torch.Tensor:
     return (moved - x0)[:, :, 1:].square().mean()
 
 
-MASK_LAYERS = ("mask_out", "warp.mask", "warp.inside")  # the warp mask's own parameters
-
-
-def calibration_parameters(model, layers=MASK_LAYERS) -> list:
-    """The parameters stage "calibrate" trains: those named ``layer`` or under ``layer.`` for each of ``layers``.
-    By default the warp mask's own (the per-pixel ``mask_out``, the per-frame ``warp.mask``, the prior weight
-    ``warp.inside``): they decide how much of D is the moved first frame and how much the network's estimate."""
-    named = dict(model.named_parameters())
-    chosen = {}
-    for layer in layers:
-        hits = {n: p for n, p in named.items() if n == layer or n.startswith(layer + ".")}
-        if not hits:
-            tops = sorted({n.split(".")[0] for n in named})
-            raise ConfigError(f"train.calibrate_layers: {layer!r} names no parameter of {type(model).__name__}; "
-                              f"its modules are {', '.join(tops)} (use a name or a prefix such as 'warp.mask')")
-        chosen.update(hits)
-    return [p for n, p in named.items() if n in chosen]
-
-
-def true_flows(x0: torch.Tensor) -> torch.Tensor:
-    """Optical flow between consecutive frames of the true clips, frame k+1 -> frame k, measured by DIS as the
-    evaluation's warping error measures it. x0 (b, 3, t, h, w) in [-1, 1] -> (b, t-1, 2, h, w) pixels."""
-    return consecutive_flows((x0.detach().float().clamp(-1, 1) + 1) / 2).to(x0.device)
-
-
-def temporal_loss(video: torch.Tensor, flows: torch.Tensor) -> torch.Tensor:
-    """Short-term temporal loss (Lai et al. 2018, "Learning Blind Video Temporal Consistency", eq. 3): the mean
-    over consecutive frames of the mean |O_{k+1}(p) - O_k(p + F(p))| over the pixels p whose flow lands inside,
-    with F = ``flows`` (b, t-1, 2, h, w) the true clip's flow from frame k+1 to frame k. ``video`` (b, c, t, h, w).
-    It is :func:`i2v.evaluate.warping_error_along`: the evaluation's warping error, with the true clip's flow
-    instead of the one measured on the generated video."""
-    return warping_error_along(video, flows)
-
-
-def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = "trajectory",
-                     temporal: float = 0.0, flows: torch.Tensor | None = None) -> torch.Tensor:
-    """The diffusion loss on the inputs the sampler really meets (exposure bias; Ning et al. 2023).
-
-    Training noises the *true* clip, ``x = x0 + sigma eps``, and there the network's own estimate is good, so the
-    mask learns to mix it in. Sampling feeds the network its *own* previous estimates plus noise, where that
-    estimate is worse and flickers from frame to frame. Here the sampler the pipeline uses (DPM-Solver++(2M) on
-    ``sigmas``) runs from ``x = sigma_max eps`` with the current weights, and at each of its steps the loss
-    ``((D(x_i, sigma_i) - x0) / c_out)^2`` over frames 1..T-1 is taken against the true clip; the sampler goes on
-    with D detached, so gradients reach only the last layers (in practice the mask, the only trainable part).
-    Returns the mean over steps (``on="trajectory"``) or the last step's loss (``on="output"``: the sampler
-    returns that estimate, D(x, sigma_min), as the video), plus ``temporal`` times the :func:`temporal_loss` of
-    that video (frame 0 replaced by the true one, as the pipeline does) along the true clip's ``flows``."""
-    from .diffusion.samplers import dpmpp_2m
-
-    losses, estimates = [], []
-
-    def recording(x, sigma, c):
-        with torch.enable_grad():  # the sampler runs under no_grad
-            d = denoiser(x, sigma, c)
-            _, c_out, _, _ = denoiser.scalings(sigma)
-            losses.append(((d - x0) / append_dims(c_out, x0.ndim))[:, :, 1:].float().square().mean())
-            estimates.append(d)
-        return d.detach()
-
-    dpmpp_2m(recording, eps * sigmas[0], sigmas, cond=cond)
-    loss = losses[-1] if on == "output" else torch.stack(losses).mean()
-    if temporal:
-        video = torch.cat([x0[:, :, :1], estimates[-1][:, :, 1:]], dim=2).float()  # frame 0 is the input image
-        loss = loss + temporal * temporal_loss(video, true_flows(x0) if flows is None else flows)
-    return loss
-
-
 def make_cond(x0, labels, speeds) -> dict:
     return {"first_frame": x0[:, :, 0], "motion": labels, "speed": speeds}
 
@@ -327,7 +182,7 @@ def make_cond(x0, labels, speeds) -> dict:
 # --- checkpoints -------------------------------------------------------------------------------------------
 
 def config_to_json(cfg: TrainConfig) -> str:
-    return json.dumps(dataclasses.asdict(cfg))
+    return configs.to_json(cfg)
 
 
 def export_metadata(cfg: TrainConfig, step: int, minutes: float) -> dict[str, str]:
@@ -364,24 +219,19 @@ def export_model(path: Path, ema, cfg: TrainConfig, step: int, minutes: float) -
 
 
 def load_checkpoint(path: Path, model, ema, opt, device) -> tuple[int, float]:
-    """Restore a checkpoint written by :func:`save_checkpoint`; returns (step, minutes trained so far)."""
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        meta = f.metadata() or {}
-        keys = set(f.keys())
-        if "step" not in meta:
-            raise CheckpointError(f"{path}: not an i2v training checkpoint (no 'step' in its metadata)")
-        try:
-            for prefix, module in (("model.", model), ("ema.", ema)):
-                sd = {k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)}
-                module.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: does not match the configured model ({str(e).splitlines()[0]}); "
-                                  "resume with the config it was trained with") from None
-        for i, p in enumerate(model.parameters()):
-            if f"opt.{i}.exp_avg" in keys:
-                opt.state[p] = {"exp_avg": f.get_tensor(f"opt.{i}.exp_avg").to(device),
-                                "exp_avg_sq": f.get_tensor(f"opt.{i}.exp_avg_sq").to(device),
-                                "step": f.get_tensor(f"opt.{i}.step")[0].clone()}
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns (step, minutes trained so far). Model and
+    EMA load strictly (:func:`i2v.checkpoints.load_into`); an unreadable or foreign file is a CheckpointError."""
+    sd = open_state_dict(path)
+    meta = sd.metadata
+    if "step" not in meta or not any(k.startswith("model.") for k in sd):
+        raise CheckpointError(f"{path}: not an i2v training checkpoint (no 'step' in its metadata, no model.* tensors)")
+    hint = "resume with the config it was trained with"
+    for prefix, module in (("model.", model), ("ema.", ema)):
+        load_into(module, sd.strip(prefix), hint=hint)
+    for i, p in enumerate(model.parameters()):
+        if f"opt.{i}.exp_avg" in sd:
+            opt.state[p] = {"exp_avg": sd[f"opt.{i}.exp_avg"].to(device), "exp_avg_sq": sd[f"opt.{i}.exp_avg_sq"].to(device),
+                            "step": sd[f"opt.{i}.step"][0].clone()}
     return int(meta["step"]), float(meta.get("minutes", 0))
 
 
@@ -389,23 +239,15 @@ def init_from(path: Path, model, ema, log=print) -> None:
     """Fine-tuning: copy the weights of a ``model.safetensors`` (or the EMA of a ``checkpoint.safetensors``) into
     ``model`` and ``ema``. Every tensor of the file must exist in the model with the same shape; tensors the
     model has and the file lacks (e.g. a newly added zero-initialised branch) keep their initialisation and are
-    listed in the log."""
-    from safetensors.torch import load_file
+    listed in the log (:func:`i2v.checkpoints.load_into` with ``allow_missing``)."""
     if not path.exists():
         raise ConfigError(f"train.init = {str(path)!r} does not exist; give a model.safetensors written by `i2v train`")
-    sd = load_file(str(path))
+    sd = open_state_dict(path)
     if any(k.startswith("ema.") for k in sd):
-        sd = {k[4:]: v for k, v in sd.items() if k.startswith("ema.")}
-    own = model.state_dict()
-    unexpected = sorted(set(sd) - set(own))
-    misshaped = [f"{k}: model {tuple(own[k].shape)}, file {tuple(sd[k].shape)}" for k in sd
-                 if k in own and own[k].shape != sd[k].shape]
-    if unexpected or misshaped:
-        raise CheckpointError(f"{path}: cannot initialise the configured {type(model).__name__} from it "
-                              f"(unexpected {unexpected[:4]}, misshaped {misshaped[:4]}); is it the same backbone preset?")
-    fresh = sorted(set(own) - set(sd))
+        sd = sd.strip("ema.")
+    fresh = sorted(set(model.state_dict()) - set(sd))
     for module in (model, ema):
-        module.load_state_dict({**module.state_dict(), **{k: v.to(own[k].dtype) for k, v in sd.items()}})
+        load_into(module, sd, allow_missing=True, hint="is it the same backbone preset?")
     log(f"initialised from {path}: {len(sd)} tensors loaded"
         + (f", {len(fresh)} new ones keep their initialisation ({', '.join(fresh)})" if fresh else ""))
 
@@ -458,8 +300,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     if calibrate:
         from .diffusion.schedules import karras
-        from .pipelines.builtin import SIGMA_MAX
-        calib_sigmas = karras(tc.calibrate_steps, sigma_min=cfg.diffusion.sigma_min, sigma_max=SIGMA_MAX).to(device)
+        calib_sigmas = karras(tc.calibrate_steps, sigma_min=cfg.diffusion.sigma_min, sigma_max=EDM_SIGMA_MAX).to(device)
     denoiser = Denoiser(model, cfg.diffusion.prediction)
 
     out = Path(tc.out_dir)
@@ -516,7 +357,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             if calibrate:
                 loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on, tc.temporal_loss)
             else:
-                loss = diffusion_loss(denoiser, x0, cond, sigma, eps, cfg.diffusion.prediction)
+                loss = diffusion_loss(denoiser, x0, cond, sigma, eps)
             if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:
                 loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
         loss = loss.float()

@@ -20,18 +20,19 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .errors import InputError, OutputExistsError
+from .image import IMAGE_SUFFIXES, _is_tensor, load_image  # noqa: F401  (load_image: part of this module's API)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def to_uint8(frames) -> np.ndarray:
     """(t, 3, h, w) float tensor in [0, 1] or (t, h, w, 3) uint8 array -> (t, h, w, 3) uint8."""
-    if isinstance(frames, torch.Tensor):
+    if _is_tensor(frames):
+        import torch
+
         if frames.ndim != 4 or frames.shape[1] not in (1, 3):
             raise InputError(f"expected frames as a (t, 3, h, w) tensor, got shape {tuple(frames.shape)}")
         x = frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
@@ -188,20 +189,3 @@ def load(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     if not frames:
         raise InputError(f"{path}: no frames could be decoded")
     return np.stack(frames), float(fps)
-
-
-def load_image(path) -> np.ndarray:
-    """An image file -> (h, w, 3) uint8 RGB. Alpha is composited over white; greyscale is replicated."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such image")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            return np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as e:
-        raise InputError(f"{path}: cannot be read as an image ({e})") from None

@@ -7,8 +7,8 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 from i2v.data.procedural import PAN_PX, make_clip
-from i2v.evaluate import (eval_clips, evaluate, flicker, format_table, oracle_prediction, psnr, samples_figure,
-                          static_prediction, warping_error)
+from i2v.evaluate import eval_clips, evaluate, format_table, oracle_prediction, samples_figure, static_prediction
+from i2v.metrics import flicker, psnr, warping_error
 
 
 

@@ -7,7 +7,8 @@ import pytest
 from conftest import shared_path
 from i2v.cli import main
 from i2v.errors import ConfigError, InputError
-from i2v.motion.flow import (angular_error, color_wheel, endpoint_error, estimate_flow, flow_to_color, read_flo,
+from i2v.metrics import angular_error, endpoint_error
+from i2v.motion.flow import (color_wheel, estimate_flow, flow_to_color, read_flo,
                              write_flo)
 from i2v.video import load_image
 

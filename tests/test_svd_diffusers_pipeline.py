@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from i2v.pipelines.svd import SVDPipeline, image_to_tensor
+from i2v.image import to_tensor
+from i2v.pipelines.svd import SVDPipeline
 
 
 def _perturb(m, scale=0.05):
@@ -60,7 +61,7 @@ def test_sampled_latents_match_diffusers_svd_pipeline(tmp_path):
 
     pipe = SVDPipeline.from_pretrained(tmp_path, dtype=torch.float64, log=lambda *a: None)
     assert pipe.preset_name == "svd_xt"  # from unet/config.json num_frames = 25
-    cond, uncond = pipe.condition(image_to_tensor(img), T, fps_id=6, motion_bucket_id=127, cond_aug=0.0)
+    cond, uncond = pipe.condition(to_tensor(img, (-1.0, 1.0), torch.float64), T, fps_id=6, motion_bucket_id=127, cond_aug=0.0)
     latents = pipe.sample(cond, uncond, steps, min_cfg=1.0, max_cfg=3.0, noise=noise[0], progress=False)
     err = ((latents - expected).abs().max() / expected.abs().max()).item()
     assert err <= 1e-4, err  # ~1e-5: diffusers keeps its sigmas in float32 (the parity target is 1e-4)

@@ -11,7 +11,8 @@ from safetensors import safe_open
 from conftest import shared_path
 from i2v.cli import main
 from i2v.errors import ConfigError, InputError, NumericalError
-from i2v.pipelines.svd import SVDPipeline, fit_image, image_to_tensor
+from i2v.image import to_tensor
+from i2v.pipelines.svd import SVDPipeline, fit_image
 
 QUIET = {"log": lambda *a: None}
 
@@ -80,12 +81,14 @@ def test_image_inputs_and_fitting(tmp_path):
     # files: RGBA is composited over white (documented), garbage is refused
     rgba = np.zeros((64, 64, 4), np.uint8)
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    assert torch.allclose(image_to_tensor(tmp_path / "a.png"), torch.ones(1, 3, 64, 64, dtype=torch.float64))
+    white = torch.ones(1, 3, 64, 64, dtype=torch.float64)
+    assert torch.equal(to_tensor(tmp_path / "a.png", (-1.0, 1.0), torch.float64), white)
+    assert torch.equal(to_tensor(rgba, (-1.0, 1.0), torch.float64), white)  # an RGBA array the same way as a file
     (tmp_path / "bad.png").write_bytes(b"not an image")
     with pytest.raises(InputError, match="bad.png"):
-        image_to_tensor(tmp_path / "bad.png")
-    with pytest.raises(InputError, match="alpha"):
-        image_to_tensor(rgba)
+        to_tensor(tmp_path / "bad.png")
+    with pytest.raises(InputError, match=r"\(h, w, 3\)"):
+        to_tensor(np.zeros((4, 4, 5), np.uint8))
 
 
 def test_cli_animate_then_decode_the_saved_latents(tmp_path, capsys):

@@ -9,8 +9,8 @@ from i2v.cli import main
 from i2v.data.procedural import make_batch
 from i2v.diffusion.denoisers import Denoiser
 from i2v.errors import ConfigError
-from i2v.train import (MASK_LAYERS, build_model, calibration_loss, calibration_parameters, diffusion_loss,
-                       load_config, make_cond, sample_sigma, temporal_loss, train, true_flows)
+from i2v.calibrate import MASK_LAYERS, calibration_loss, calibration_parameters, temporal_loss, true_flows
+from i2v.train import build_model, diffusion_loss, load_config, make_cond, sample_sigma, train
 
 
 
@@ -30,7 +30,7 @@ def heldout_loss(cfg, model) -> float:
     eps = torch.randn(x0.shape, generator=g)
     with torch.no_grad():
         return diffusion_loss(Denoiser(model, cfg.diffusion.prediction), x0, make_cond(x0, labels, speeds),
-                              sigma, eps, cfg.diffusion.prediction).item()
+                              sigma, eps).item()
 
 
 @pytest.mark.parametrize("prediction,factor", [("edm", 0.8), ("flow", 0.95)])  # flow's v-target falls slower early

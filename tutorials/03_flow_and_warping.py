@@ -24,7 +24,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # use this checkout's i2v
-from i2v.motion.flow import endpoint_error, estimate_flow, flow_to_color, read_flo, wheel_image  # noqa: E402
+from i2v.metrics import endpoint_error  # noqa: E402
+from i2v.motion.flow import estimate_flow, flow_to_color, read_flo, wheel_image  # noqa: E402
 from i2v.motion.warp import backward_warp, consistency_mask, forward_splat  # noqa: E402
 from i2v.video import load_image  # noqa: E402
 from i2v.figures import panel  # noqa: E402

@@ -12,7 +12,8 @@
    naming the file, the model, up to six keys of each kind with the expected and found shapes.
 2. Tensors are then read one at a time, cast (floating tensors to ``dtype``, else to the dtype the model was
    built in; ``keep_dtype=True`` keeps what the file stores, e.g. fp8 weights that layers upcast at matmul time),
-   moved to ``device`` and assigned to the module (``load_state_dict(assign=True)``: no copy into random init).
+   moved to ``device`` and assigned to the module (``load_state_dict(assign=True)``: no copy into random init);
+   a model that is not on the meta device is filled in place instead (an optimiser's references stay valid).
 
 ``skip`` maps a reason (the documentation) to a rule: a key prefix, a tuple of prefixes, or a predicate. Each
 family keeps its skip table beside its model (e.g. the CLIP text tower a released Wan CLIP file carries).
@@ -108,7 +109,10 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
         if device is not None or target.device.type != "meta":
             t = t.to(device if device is not None else target.device)
         tensors[key] = t
-    model.load_state_dict(tensors, strict=not allow_missing, assign=True)
+    # a meta-built model receives the tensors themselves (no copy); a real one copies them in place, so that
+    # references to its parameters (an optimiser's) stay valid
+    on_meta = any(t.is_meta for t in own.values())
+    model.load_state_dict(tensors, strict=not allow_missing, assign=on_meta)
     still_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta and n not in tensors]
     if still_meta:
         raise RuntimeError(f"{type(model).__name__}: {_show(still_meta)} stayed on the meta device (not in the "

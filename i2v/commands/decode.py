@@ -29,7 +29,7 @@ def run(args) -> int:
     _check_counts(args)
     check_output(args)
     latents, meta = load_latents(args.latents)
-    pipe = SVDPipeline.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype), device=args.device, parts=("vae_decoder",))
+    pipe = SVDPipeline.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, parts=("vae_decoder",))
     frames = pipe.decode_latents(latents, args.decode_chunk_size)
     write_video(frames, args)
     return 0

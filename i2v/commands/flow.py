@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError, OutputExistsError
-from ..motion.flow import DIS_PRESETS, angular_error, endpoint_error, estimate_flow, flow_to_color, read_flo, write_flo
+from ..metrics import angular_error, endpoint_error
+from ..motion.flow import DIS_PRESETS, estimate_flow, flow_to_color, read_flo, write_flo
 from ..video import load_image
 
 HELP = "optical flow from image A to image B (OpenCV DIS or Farneback) -> .flo, with a colour picture"

@@ -79,7 +79,8 @@ def run(args) -> int:
         if getattr(args, k, None) is None:
             setattr(args, k, v)
 
-    from ..pipelines.svd import SVDPipeline, fit_image, image_to_tensor
+    from ..image import to_tensor
+    from ..pipelines.svd import SVDPipeline, fit_image
 
     _check_counts(args)
     check_output(args)
@@ -89,8 +90,8 @@ def run(args) -> int:
         if args.save_latents.exists() and not args.overwrite:
             raise OutputExistsError(f"{args.save_latents} exists; pass --overwrite to replace it")
     # unreadable or too small images fail before the model is loaded
-    image = fit_image(image_to_tensor(args.image), args.width, args.height)
-    pipe = SVDPipeline.from_pretrained(args.checkpoint, dtype=getattr(torch, args.dtype), device=args.device,
+    image = fit_image(to_tensor(args.image, (-1.0, 1.0), torch.float64), args.width, args.height)
+    pipe = SVDPipeline.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device,
                                        preset=args.preset, unet_head_channels=args.unet_head_channels,
                                        clip_head_width=args.clip_head_width)
     frames = pipe(image, args.frames, args.steps, sampler=args.sampler, schedule=args.schedule, fps_id=args.fps_id,

@@ -30,6 +30,9 @@ from torch import nn
 from ..errors import ConfigError
 
 
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0  # EDM's noise range (Karras et al. 2022, Table 1)
+
+
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     """(b,) -> (b, 1, ..., 1) with ``ndim`` axes in total, for broadcasting against x."""
     return v.reshape(v.shape + (1,) * (ndim - v.ndim))
@@ -105,6 +108,24 @@ class Denoiser(nn.Module):
         self.prediction = prediction
         self.scalings = PARAMETERIZATIONS[prediction]
         self.sigma_to_c_noise = sigma_to_c_noise
+
+    def noise(self, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The noisy sample this parameterisation trains on: flow ``x = (1 - sigma) x0 + sigma eps``, every other
+        (variance exploding) ``x = x0 + sigma eps``. ``sigma`` is (b,)."""
+        s = append_dims(sigma, x0.ndim)
+        if self.prediction == "flow":
+            return (1 - s) * x0 + s * eps
+        return x0 + s * eps
+
+    def loss(self, x0: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
+        """The preconditioning's own training loss, per element (as k-diffusion's ``Denoiser.loss``)::
+
+            ((D(x_sigma, sigma) - x0) / c_out)^2 = (F(c_in x, c_noise) - (x0 - c_skip x) / c_out)^2
+
+        i.e. the EDM weighting lambda = 1 / c_out^2: the network regresses its own target. Reduce as you need."""
+        x = self.noise(x0, sigma, eps)
+        _, c_out, _, _ = self.scalings(sigma.to(x.dtype))
+        return ((self(x, sigma, cond) - x0) / append_dims(c_out, x0.ndim)).square()
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: dict | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, device=x.device)

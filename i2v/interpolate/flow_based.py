@@ -44,22 +44,13 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, InputError
+from ..image import to_tensor
 from ..motion.flow import estimate_flow
 from ..motion.warp import backward_warp, forward_splat, inside_mask
 
 
 def _flow_tensor(f: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(f)).permute(2, 0, 1)[None].float()  # (h, w, 2) -> (1, 2, h, w)
-
-
-def _image_tensor(img) -> torch.Tensor:
-    if isinstance(img, torch.Tensor):
-        return img[None].float() if img.ndim == 3 else img.float()
-    arr = np.asarray(img)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise InputError(f"expected an (h, w, 3) RGB image, got shape {arr.shape}")
-    x = torch.from_numpy(np.array(arr)).permute(2, 0, 1)[None].float()  # (1, 3, h, w)
-    return x / 255.0 if arr.dtype == np.uint8 else x
 
 
 def _to_numpy_image(x) -> np.ndarray:
@@ -159,7 +150,7 @@ def interpolate_pair(img0, img1, times=(0.5,), flow: str = "dis-fine", intermedi
                      occlusion_strength: float = 0.5) -> list[torch.Tensor]:
     """Frames at each t in ``times`` between two images ((h, w, 3) uint8 or (3, h, w)/(1, 3, h, w) float).
     Flow is estimated once per pair. Returns a list of (1, 3, h, w) float tensors in [0, 1]."""
-    x0, x1 = _image_tensor(img0), _image_tensor(img1)
+    x0, x1 = to_tensor(img0), to_tensor(img1)  # (1, 3, h, w) in [0, 1]
     if x0.shape != x1.shape:
         raise InputError(f"the two frames differ in size: {tuple(x0.shape[-2:])} and {tuple(x1.shape[-2:])}")
     f01, f10 = bidirectional_flow(img0, img1, flow)

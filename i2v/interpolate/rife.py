@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..image import to_tensor
 from ..models.rife import ifnet as rife_model
 
 
@@ -33,11 +34,7 @@ class RIFEInterpolator:
         self.dtype = next(self.model.parameters()).dtype
 
     def _tensor(self, img) -> torch.Tensor:
-        if isinstance(img, torch.Tensor):
-            x = img[None] if img.ndim == 3 else img
-        else:
-            x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0  # (h, w, 3) -> (1, 3, h, w)
-        return x.to(self.device, self.dtype)
+        return to_tensor(img, dtype=self.dtype, device=self.device)  # (1, 3, h, w) in [0, 1]
 
     @torch.no_grad()
     def __call__(self, img0, img1, times=(0.5,)) -> list[torch.Tensor]:

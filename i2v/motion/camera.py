@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, InputError
+from ..image import to_tensor
 from .depth import FALLBACK_PRIOR, DepthMap, fallback_depth, load_depth, prepare_depth
 from .warp import forward_splat, pixel_grid
 
@@ -157,25 +158,6 @@ def trajectory(move: str, frames: int, amount: float | None = None, easing: str 
 FILLS = ("telea", "ns", "none")
 
 
-def _image_tensor(image) -> torch.Tensor:
-    if isinstance(image, (str, Path)):
-        from ..video import load_image
-
-        image = load_image(image)
-    if isinstance(image, torch.Tensor):
-        img = image.float()
-        if img.ndim == 4 and img.shape[0] == 1:
-            img = img[0]
-        if img.ndim != 3 or img.shape[0] != 3:
-            raise InputError(f"expected an image tensor (3, h, w) in [0, 1], got {tuple(image.shape)}")
-        return img
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise InputError(f"expected an image (h, w, 3), got shape {arr.shape}")
-    img = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float()  # (h, w, 3) -> (3, h, w)
-    return img / 255 if arr.dtype == np.uint8 else img
-
-
 def _depth_map(depth, h: int, w: int, depth_kind: str | None, depth_scale: float | None, verbose: bool) -> DepthMap:
     if isinstance(depth, DepthMap):
         return prepare_depth(depth.depth, "depth", (h, w))
@@ -237,7 +219,7 @@ def render_camera_move(image, depth=None, move: str = "orbit", frames: int = 48,
     if fill not in FILLS:
         raise ConfigError(f"unknown hole fill {fill!r}; valid: {', '.join(FILLS)}")
     cams = trajectory(move, frames, amount, easing)
-    img = _image_tensor(image).to(device)
+    img = to_tensor(image, device=device)[0]  # (3, h, w) in [0, 1]
     _, h, w = img.shape
     K = intrinsics(h, w, fov).to(device)
     dm = _depth_map(depth, h, w, depth_kind, depth_scale, verbose)

@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, InputError
-from .camera import _image_tensor
+from ..image import to_tensor
 from .flow import read_flo
 from .warp import backward_warp, forward_splat
 
@@ -175,7 +175,7 @@ def cinemagraph(image, motion, frames: int = 60, speed: float = 1.0, include_end
     repeat never jumps (``include_end=True`` appends that closing frame, e.g. to check it)."""
     if frames < 2:
         raise ConfigError(f"a loop needs frames >= 2, got {frames}")
-    img = _image_tensor(image).to(device)
+    img = to_tensor(image, device=device)[0]  # (3, h, w) in [0, 1]
     _, h, w = img.shape
     if isinstance(motion, (str, Path)):
         m = torch.from_numpy(load_motion(motion, h, w, speed)).permute(2, 0, 1)  # (h, w, 2) -> (2, h, w)

@@ -90,21 +90,6 @@ def write_flo(path, flow: np.ndarray) -> Path:
     return path
 
 
-def endpoint_error(flow: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean end-point error ||F - F_gt||_2 over pixels (where ``mask`` is true, if given)."""
-    epe = np.sqrt(((np.asarray(flow, np.float64) - np.asarray(gt, np.float64)) ** 2).sum(-1))
-    return float(epe[mask].mean() if mask is not None else epe.mean())
-
-
-def angular_error(flow: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean angular error in degrees between (u, v, 1) and (u_gt, v_gt, 1) (Barron et al. 1994)."""
-    f, g = np.asarray(flow, np.float64), np.asarray(gt, np.float64)
-    num = 1 + (f * g).sum(-1)
-    den = np.sqrt(1 + (f**2).sum(-1)) * np.sqrt(1 + (g**2).sum(-1))
-    ang = np.degrees(np.arccos(np.clip(num / den, -1, 1)))
-    return float(ang[mask].mean() if mask is not None else ang.mean())
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Flow to colour: the Middlebury colour wheel (Baker et al. 2011, "A Database and Evaluation Methodology for
 # Optical Flow", the colour coding of their flowToColor / computeColor code). Hue = direction, saturation =

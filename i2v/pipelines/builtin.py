@@ -27,14 +27,14 @@ import cv2
 import numpy as np
 import torch
 
-from .. import video
-from ..checkpoints import load_state_dict, read_safetensors_header
+from ..checkpoints import open_state_dict
 from ..data.procedural import MOTIONS, motion_index
 from ..diffusion.denoisers import Denoiser
 from ..diffusion.guidance import CFGDenoiser
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
-from ..errors import CheckpointError, ConfigError, InputError
+from ..errors import CheckpointError, ConfigError
+from ..image import to_uint8
 from ..models.builtin.heads import NULL_MOTION
 from ..models.builtin.dit import DiT
 from ..models.builtin.unet3d import UNet3D
@@ -68,26 +68,10 @@ def weights_path(backbone: str) -> Path:
     return weights_dir() / f"builtin_{backbone}.safetensors"
 
 
-def _metadata(path: Path) -> dict:
-    from safetensors import safe_open
-    read_safetensors_header(path)  # clear errors for missing / truncated files
-    with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {})
-
-
 def prepare_image(image, size: int) -> torch.Tensor:
-    """Path / PIL image / (h, w, 3) uint8 array -> (3, size, size) float in [0, 1]: centre crop + area resize."""
-    if isinstance(image, (str, os.PathLike)):
-        img = video.load_image(image)
-    else:
-        img = np.asarray(image)
-        if img.ndim == 2:
-            img = np.repeat(img[..., None], 3, axis=-1)
-        if img.ndim != 3 or img.shape[-1] not in (3, 4):
-            raise InputError(f"expected an image (h, w, 3) uint8, got shape {img.shape}")
-        img = img[..., :3]
-        if img.dtype != np.uint8:
-            img = (np.clip(img.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+    """Path / PIL image / array (see :func:`i2v.image.to_uint8`) -> (3, size, size) float in [0, 1]: centre crop +
+    area resize."""
+    img = to_uint8(image)
     h, w = img.shape[:2]
     s = min(h, w)
     y0, x0 = (h - s) // 2, (w - s) // 2
@@ -115,7 +99,8 @@ class BuiltinPipeline:
             raise CheckpointError(f"built-in weights {path} not found; they ship in the repository's weights/ folder "
                                   f"(installed to <prefix>/share/i2v/weights; set I2V_WEIGHTS to another folder), or train your own with "
                                   f"`i2v train --config configs/builtin_{backbone}.toml`")
-        meta = _metadata(path)
+        sd = open_state_dict(path)  # clear errors for unreadable / truncated files
+        meta = sd.metadata
         if meta.get("format") != "i2v.builtin":
             raise CheckpointError(f"{path} is not a built-in i2v model (metadata format {meta.get('format')!r}, "
                                   "expected 'i2v.builtin' as written by `i2v train`)")
@@ -124,8 +109,7 @@ class BuiltinPipeline:
         kind = meta.get("backbone", backbone)
         if kind not in BACKBONES:
             raise CheckpointError(f"{path}: unknown backbone {kind!r} in metadata; valid: {', '.join(BACKBONES)}")
-        sd = load_state_dict(path, device=device, dtype=torch.float32)
-        model = BACKBONES[kind].from_state_dict(sd).to(device)
+        model = BACKBONES[kind].from_state_dict(sd, source=str(path)).to(device)
         return cls(model, meta.get("prediction", "edm"), int(meta.get("frames", 16)), int(meta.get("size", 64)),
                    kind, meta)
 

@@ -41,13 +41,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import latents as latents_file
+from .. import runtime
 from ..diffusion.denoisers import Denoiser
 from ..diffusion.guidance import CFGDenoiser, frame_ramp
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
 from ..errors import ConfigError, InputError, NumericalError
+from ..image import cover_crop, to_tensor
 from ..models.svd.checkpoint import PARTS, load_svd_parts
 from ..nn.embeddings import timestep_embedding
+from ..runtime import check_count
 
 SCALE_FACTOR = 0.18215  # latent scale of the SD/SVD autoencoder: the diffusion model sees z * 0.18215
 SIGMA_MIN, SIGMA_MAX, RHO = 0.002, 700.0, 7.0
@@ -92,19 +96,6 @@ class SVDNetwork(nn.Module):
         return self.unet(x, c_noise.to(dtype), context=crossattn, y=vector, num_video_frames=num_frames)
 
 
-def peak_memory(device) -> str:
-    """Peak memory of this process so far: CUDA allocator peak on a GPU, peak resident set size on the CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
-    try:
-        import resource  # POSIX only
-    except ImportError:
-        return "peak RAM unknown on this platform"
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return f"peak RAM (process RSS) {rss / (2**30 if sys.platform == 'darwin' else 2**20):.2f} GiB"
-
-
 def _finite(x: torch.Tensor, stage: str, dtype) -> torch.Tensor:
     if not torch.isfinite(x).all():
         hint = " (float16 overflow is common: try bfloat16 or float32)" if dtype == torch.float16 else ""
@@ -113,35 +104,6 @@ def _finite(x: torch.Tensor, stage: str, dtype) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------------- image
-
-def image_to_tensor(image) -> torch.Tensor:
-    """A path, PIL image, (h, w, 3) uint8 array or tensor -> (1, 3, h, w) float64 in [-1, 1].
-    Tensors are taken as already in [-1, 1] ((3, h, w) or (1, 3, h, w)). Alpha is composited over white
-    (:func:`i2v.video.load_image`)."""
-    from .. import video
-
-    if isinstance(image, (str, Path)):
-        image = video.load_image(image)
-    if isinstance(image, torch.Tensor):
-        x = image[None] if image.ndim == 3 else image
-        if x.ndim != 4 or x.shape[:2] != (1, 3):
-            raise InputError(f"expected an image tensor (1, 3, h, w) in [-1, 1], got shape {tuple(image.shape)}")
-        return x.detach().cpu().to(torch.float64)
-    if hasattr(image, "convert"):  # PIL: alpha composited over white, as for files
-        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-            from PIL import Image
-
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        image = np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim == 3 and arr.shape[-1] == 4:
-        raise InputError("image array has an alpha channel; composite it first (files are composited over white)")
-    if arr.ndim != 3 or arr.shape[-1] != 3 or arr.dtype != np.uint8:
-        raise InputError(f"expected an (h, w, 3) uint8 RGB image, got shape {arr.shape} dtype {arr.dtype}")
-    x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].to(torch.float64)  # (1, 3, h, w)
-    return x / 127.5 - 1
-
 
 def fit_image(x: torch.Tensor, width: int | None = None, height: int | None = None, log=print) -> torch.Tensor:
     """Resize/crop (1, 3, h, w) to a size whose sides are multiples of 64 (the U-Net halves the latent 3 times).
@@ -162,46 +124,18 @@ def fit_image(x: torch.Tensor, width: int | None = None, height: int | None = No
         height = max(64, int(h * width / w) // 64 * 64)
     if (h, w) == (height, width):
         return x
-    s = max(height / h, width / w)  # cover the target
-    rh, rw = max(height, round(h * s)), max(width, round(w * s))
-    if (rh, rw) != (h, w):
-        x = F.interpolate(x, size=(rh, rw), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
-    top, left = (rh - height) // 2, (rw - width) // 2
-    log(f"note: image {w}x{h} resized to {rw}x{rh} and centre-cropped to {width}x{height} (sides must be multiples of 64)")
-    return x[..., top:top + height, left:left + width]
+    log(f"note: image {w}x{h} resized and centre-cropped to {width}x{height} (sides must be multiples of 64)")
+    return cover_crop(x, height, width, mode="bicubic", antialias=True).clamp(-1, 1)
 
-
-# ---------------------------------------------------------------------------------------------------- latents files
 
 def save_latents(path, latents: torch.Tensor, **info) -> Path:
-    """Write sampled latents (T, 4, h, w) (diffusion scale, i.e. z * 0.18215) to a .safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    meta = {"format": "i2v-svd-latents", "scale_factor": str(SCALE_FACTOR), **{k: str(v) for k, v in info.items()}}
-    save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata=meta)
-    tmp.replace(path)
-    return path
+    """Write sampled latents (T, 4, h, w) (diffusion scale, i.e. z * 0.18215) for `i2v decode`, atomically."""
+    return latents_file.save_latents(path, latents, "svd", scale_factor=SCALE_FACTOR, **info)
 
 
 def load_latents(path) -> tuple[torch.Tensor, dict]:
     """(latents (T, 4, h, w), metadata) from :func:`save_latents`."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such latents file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != "i2v-svd-latents" or "latents" not in f.keys():
-                raise InputError(f"{path}: not an i2v SVD latents file (written by `i2v animate --save-latents`)")
-            return f.get_tensor("latents"), meta
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise InputError(f"{path}: cannot be read as a latents file ({e})") from None
+    return latents_file.load_latents(path, "svd")
 
 
 # ---------------------------------------------------------------------------------------------------- pipeline
@@ -226,11 +160,8 @@ class SVDPipeline:
                         clip_head_width: int | None = None, log=print) -> "SVDPipeline":
         """Load a single-file checkpoint or diffusers folder. ``parts`` limits what is loaded (``("vae",)`` to
         decode saved latents). Head widths are not in the file: 64 (U-Net) and 80 (ViT-H) for released SVD."""
-        if isinstance(dtype, str):
-            if dtype not in DTYPES:
-                raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(DTYPES)}")
-            dtype = DTYPES[dtype]
-        _check_device(device)
+        dtype = runtime.dtype(dtype)
+        runtime.device(device)
         kw = dict(unet_head_channels=unet_head_channels, clip_head_width=clip_head_width)
         t0 = time.perf_counter()
         mods = load_svd_parts(path, parts, dtype, device, **kw)
@@ -276,7 +207,7 @@ class SVDPipeline:
     def condition(self, image: torch.Tensor, frames: int, fps_id: int = 6, motion_bucket_id: int = 127,
                   cond_aug: float = 0.02, cond_noise: torch.Tensor | None = None, generator=None) -> tuple[dict, dict]:
         """(cond, uncond) dicts for the network, every tensor with T = ``frames`` rows (module docstring)."""
-        _check_count("frames", frames)
+        check_count("frames", frames)
         self._ensure("clip", "cond_encoder")
         dt, dev = self.dtype, self.device
         x = image.to(dev, dt)
@@ -315,7 +246,7 @@ class SVDPipeline:
                min_cfg: float = 1.0, max_cfg: float = 2.5, noise: torch.Tensor | None = None, generator=None,
                progress: bool = True) -> torch.Tensor:
         """Latents (T, 4, h, w) in diffusion scale. ``noise`` is the unit-variance start (T, 4, h, w)."""
-        _check_count("steps", steps)
+        check_count("steps", steps)
         T = cond["num_frames"]
         h, w = cond["concat"].shape[-2:]
         sigmas = self.sigmas(steps, schedule).to(self.device)
@@ -341,7 +272,7 @@ class SVDPipeline:
             raise ConfigError("this pipeline was loaded without the VAE decoder")
         T = latents.shape[0]
         chunk = T if decode_chunk_size is None else decode_chunk_size
-        _check_count("decode_chunk_size", chunk)
+        check_count("decode_chunk_size", chunk)
         z = latents.to(self.device, self.dtype) / SCALE_FACTOR
         out = []
         starts = range(0, T, chunk)
@@ -377,8 +308,8 @@ class SVDPipeline:
         p = self.preset
         frames, steps = p.frames if frames is None else frames, p.steps if steps is None else steps
         min_cfg, max_cfg = p.min_cfg if min_cfg is None else min_cfg, p.max_cfg if max_cfg is None else max_cfg
-        _check_count("frames", frames)
-        _check_count("steps", steps)
+        check_count("frames", frames)
+        check_count("steps", steps)
         get_sampler(sampler), get_schedule(schedule)  # fail before any work
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -386,7 +317,7 @@ class SVDPipeline:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
             self.log(f"seed {seed}")
         gen = torch.Generator("cpu").manual_seed(seed)
-        x = fit_image(image_to_tensor(image), width, height, self.log)
+        x = fit_image(to_tensor(image, (-1.0, 1.0), torch.float64), width, height, self.log)
         t0 = time.perf_counter()
         cond, uncond = self.condition(x, frames, fps_id, motion_bucket_id, cond_aug, generator=gen)
         t1 = time.perf_counter()
@@ -399,27 +330,7 @@ class SVDPipeline:
         out = ((self.decode(latents, decode_chunk_size, progress).float().cpu() + 1) / 2).clamp(0, 1)  # [-1, 1] -> [0, 1]
         t3 = time.perf_counter()
         self.last_run = {"seed": seed, "latents": latents, "condition_s": t1 - t0, "sample_s": t2 - t1,
-                         "decode_s": t3 - t2, "memory": peak_memory(self.device)}
+                         "decode_s": t3 - t2, "memory": runtime.peak_memory(self.device)}
         self.log(f"{frames} frames {x.shape[-1]}x{x.shape[-2]}: conditioning {t1 - t0:.1f} s, sampling {t2 - t1:.1f} s "
-                 f"({steps} steps, {sampler}), decoding {t3 - t2:.1f} s; {peak_memory(self.device)}")
+                 f"({steps} steps, {sampler}), decoding {t3 - t2:.1f} s; {runtime.peak_memory(self.device)}")
         return out
-
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64, "fp64": torch.float64}
-
-
-def _check_device(device) -> None:
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r} is not a torch device ({e}); use cpu, cuda, cuda:1, mps ...") from None
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
-    if d.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError(f"device {device!r} asked for, but MPS is not available here; use --device cpu")
-
-
-def _check_count(name: str, v) -> None:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")

@@ -1,0 +1,130 @@
+"""Image input for every command and pipeline: one reader, one converter, the shared resize/crop rules.
+
+- :func:`load_image`: a file -> ``(h, w, 3)`` uint8 RGB. Alpha is composited over white, greyscale replicated,
+  palette / CMYK converted; an unreadable file is an :class:`~i2v.errors.InputError` naming it.
+- :func:`to_uint8`: anything image-like (path, PIL image, ``(h, w[, 3|4])`` array, uint8 or float in [0, 1], a
+  ``(3, h, w)`` / ``(1, 3, h, w)`` tensor in [0, 1]) -> ``(h, w, 3)`` uint8 RGB.
+- :func:`to_tensor`: the same inputs -> a float tensor ``(1, 3, h, w)`` in ``value_range`` ([0, 1] for the motion
+  priors, [-1, 1] for the diffusion models); float RGB arrays keep their precision. A TENSOR is taken as already
+  converted: its shape is checked and it is cast, not rescaled (pipelines pass their own preprocessed tensors).
+- :func:`cover_crop`: resize so the image covers ``(height, width)`` keeping its aspect ratio, then centre-crop:
+  the rule SVD and Wan2.2 TI2V use to reach a model size.
+
+Each family's own size rule (SVD's multiples of 64, Wan's ``max_area``) lives in its pipeline and calls these.
+Nothing here imports torch until a tensor is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _flatten_alpha(im):
+    """A PIL image -> RGB, with any transparency composited over white (what a viewer shows)."""
+    from PIL import Image
+
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return im.convert("RGB")
+
+
+def load_image(path) -> np.ndarray:
+    """An image file -> (h, w, 3) uint8 RGB. Alpha is composited over white; greyscale is replicated."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such image")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected an image file ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(_flatten_alpha(im))
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{path}: cannot be read as an image ({e})") from None
+
+
+def _is_tensor(x) -> bool:
+    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+
+
+def to_uint8(image) -> np.ndarray:
+    """Path / PIL image / array / tensor -> (h, w, 3) uint8 RGB (see the module docstring for what is accepted)."""
+    if isinstance(image, (str, Path)):
+        return load_image(image)
+    if hasattr(image, "convert") and hasattr(image, "mode"):  # a PIL image
+        return np.asarray(_flatten_alpha(image))
+    if _is_tensor(image):
+        t = image.detach().float().cpu()
+        t = t[0] if t.ndim == 4 and t.shape[0] == 1 else t
+        if t.ndim != 3 or t.shape[0] != 3:
+            raise InputError(f"expected an image tensor (3, h, w) in [0, 1], got shape {tuple(image.shape)}")
+        image = t.permute(1, 2, 0).numpy()  # (3, h, w) -> (h, w, 3)
+    arr = np.asarray(image)
+    if arr.ndim == 2:  # greyscale
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise InputError(f"expected an image (h, w, 3) RGB, got an array of shape {arr.shape}")
+    if arr.shape[-1] == 4:  # RGBA array: composite over white like files
+        from PIL import Image
+
+        rgba = arr if arr.dtype == np.uint8 else (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+        arr = np.asarray(_flatten_alpha(Image.fromarray(rgba, "RGBA")))
+    if arr.dtype != np.uint8:
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise InputError(f"expected a uint8 image or floats in [0, 1], got dtype {arr.dtype}")
+        arr = (np.clip(arr.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def to_tensor(image, value_range: tuple[float, float] = (0.0, 1.0), dtype=None, device="cpu"):
+    """Image-like -> (1, 3, h, w) float tensor in ``value_range`` (uint8 0..255 mapped linearly onto it).
+    A tensor is taken as already in ``value_range``: (3, h, w) or (1, 3, h, w), cast to ``dtype`` (float32 by default)."""
+    import torch
+
+    dtype = dtype or torch.float32
+    if _is_tensor(image):
+        x = image[None] if image.ndim == 3 else image
+        if x.ndim != 4 or x.shape[:2] != (1, 3):
+            raise InputError(f"expected an image tensor (1, 3, h, w) in {list(value_range)}, got shape {tuple(image.shape)}")
+        return x.detach().to(device, dtype)
+    lo, hi = value_range
+    if isinstance(image, np.ndarray) and np.issubdtype(image.dtype, np.floating) and image.ndim == 3 \
+            and image.shape[-1] == 3:  # float RGB in [0, 1]: kept at full precision, not rounded to 8 bits
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(dtype)  # -> (1, 3, h, w)
+        return (x * (hi - lo) + lo if (lo, hi) != (0.0, 1.0) else x).to(device)
+    arr = to_uint8(image)
+    x = torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].to(dtype)  # (h, w, 3) -> (1, 3, h, w), 0..255
+    x = x / 255 if (lo, hi) == (0.0, 1.0) else x / 127.5 - 1 if (lo, hi) == (-1.0, 1.0) else x / 255 * (hi - lo) + lo
+    return x.to(device)
+
+
+def check_size(h: int, w: int, minimum: int, what: str) -> None:
+    """An image smaller than a method can use is an InputError saying the smallest size that works."""
+    if min(h, w) < minimum:
+        raise InputError(f"image is {w}x{h}; {what} needs both sides >= {minimum} px")
+
+
+def cover_crop(x, height: int, width: int, mode: str = "bicubic", antialias: bool = True):
+    """(b, c, h, w) -> (b, c, height, width): resize (keeping the aspect ratio) so the image covers the target,
+    then take the centre. Returns the tensor unchanged when it already has that size."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    if (h, w) == (height, width):
+        return x
+    s = max(height / h, width / w)
+    rh, rw = max(height, round(h * s)), max(width, round(w * s))
+    if (rh, rw) != (h, w):
+        x = F.interpolate(x, size=(rh, rw), mode=mode, antialias=antialias and mode in ("bilinear", "bicubic"),
+                          align_corners=False if mode in ("bilinear", "bicubic") else None)
+    top, left = (rh - height) // 2, (rw - width) // 2
+    return x[..., top:top + height, left:left + width]
