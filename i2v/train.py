@@ -90,7 +90,7 @@ class LoopConfig:
     init: str = ""  # start from these weights (a model.safetensors): fine-tuning; tensors the file lacks keep their init
     out_dir: str = "runs/builtin"
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda"
-    threads: int = 0  # torch CPU threads; 0 = torch's default
+    threads: int = 0  # CPU threads for torch and OpenCV; 0 = i2v's default (i2v.runtime.default_threads)
     bf16: bool = True  # bfloat16 autocast for the forward pass (about 1.4x faster on AVX512-BF16 CPUs)
 
 
@@ -288,7 +288,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     tc = cfg.train
     device = pick_device(tc.device)
     if tc.threads:
-        torch.set_num_threads(tc.threads)
+        from .runtime import set_threads
+
+        set_threads(tc.threads)
     torch.manual_seed(tc.seed)  # deterministic initialisation
     model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.procedural import MOTIONS
-from ..diffusion.samplers import SAMPLERS
-from ..diffusion.schedules import SCHEDULES
+from ..diffusion.catalog import SAMPLERS, SCHEDULES
 from ..errors import ConfigError
+from ..runtime import add_threads_argument, set_threads
 from . import svd
 from .common import add_output_arguments, check_output, write_video
 
@@ -45,6 +45,7 @@ def add_arguments(parser) -> None:
                    help="noise schedule of `i2v samplers` (default karras)")
     g.add_argument("--seed", type=int, default=None, help="noise seed; the same seed gives the same video "
                                                           "(built-in default 0; SVD default random, printed)")
+    add_threads_argument(g)
     b = parser.add_argument_group("built-in model (without --checkpoint)")
     b.add_argument("--motion", default=None, choices=MOTIONS, metavar="MOTION",
                    help=f"camera or object motion (default zoom-in): {', '.join(MOTIONS)}")
@@ -78,6 +79,7 @@ def _fill(args, defaults: dict) -> None:
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     if args.checkpoint is not None:
         wrong = _given(args, BUILTIN_DEFAULTS)
         if wrong:

@@ -3,8 +3,9 @@
 
 from pathlib import Path
 
-from ..motion.camera import EASINGS, FILLS, MOVES, render_camera_move
-from ..video import load_image
+from ..image import load_image
+from ..motion.moves import EASINGS, FILLS, MOVES
+from ..runtime import add_threads_argument, set_threads
 from .common import add_output_arguments, check_output, write_video
 
 HELP = "move a virtual camera through a photo (depth-based 3D warp, holes inpainted)"
@@ -34,11 +35,15 @@ def add_arguments(parser):
     parser.add_argument("--easing", default="ease-in-out", help=f"timing: {', '.join(EASINGS)} (default ease-in-out)")
     parser.add_argument("--fill", default="telea", help=f"hole filling: {', '.join(FILLS)} (default telea)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_threads_argument(parser)
     add_output_arguments(parser, default_fps=24.0)
 
 
 def run(args) -> int:
     check_output(args)
+    set_threads(args.threads)
+    from ..motion.camera import render_camera_move
+
     frames = render_camera_move(load_image(args.image), args.depth, move=args.move, frames=args.frames,
                                 amount=args.amount, fov=args.fov, easing=args.easing, fill=args.fill,
                                 depth_kind=args.depth_kind, depth_scale=args.depth_scale, device=args.device)

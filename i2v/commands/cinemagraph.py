@@ -4,8 +4,8 @@ Mirrors :func:`i2v.motion.eulerian.cinemagraph`."""
 import warnings
 from pathlib import Path
 
-from ..motion.eulerian import cinemagraph
-from ..video import load_image
+from ..image import load_image
+from ..runtime import add_threads_argument, set_threads
 from .common import add_output_arguments, check_output, write_video
 
 HELP = "animate parts of a photo along a motion brush or flow field as a seamless loop (Eulerian motion)"
@@ -28,11 +28,15 @@ def add_arguments(parser):
     parser.add_argument("--frames", type=int, default=60, help="frames in the loop (default 60)")
     parser.add_argument("--speed", type=float, default=1.0, help="multiply the motion field by this (default 1)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_threads_argument(parser)
     add_output_arguments(parser, default_fps=30.0)
 
 
 def run(args) -> int:
     check_output(args)
+    set_threads(args.threads)
+    from ..motion.eulerian import cinemagraph
+
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
         frames = cinemagraph(load_image(args.image), args.motion, frames=args.frames, speed=args.speed, device=args.device)

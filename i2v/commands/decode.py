@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..runtime import add_threads_argument, set_threads
 from .common import add_output_arguments, check_output, write_video
 from .svd import _check_counts, add_checkpoint_arguments
 
@@ -19,9 +20,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("latents", type=Path, help="a .safetensors file written by --save-latents")
     add_checkpoint_arguments(parser)
     add_output_arguments(parser, default_fps=7.0)
+    add_threads_argument(parser)
 
 
 def run(args) -> int:
+    set_threads(args.threads)
     import torch
 
     from ..pipelines.svd import SVDPipeline, load_latents

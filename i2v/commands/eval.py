@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..runtime import add_threads_argument, set_threads
+
 HELP = "evaluate the built-in model on held-out clips: PSNR/SSIM per motion, warping error, flicker"
 EXAMPLES = """examples:
   i2v eval                                        both backbones, 3 clips per motion class, 20 steps
@@ -29,7 +31,7 @@ def add_arguments(parser):
                         help="lowest noise level (default: the weights' recommendation, else 0.002)")
     parser.add_argument("--split", default="eval", choices=("eval", "train"),
                         help="held-out clips (default) or training clips, to tune options without the held-out set")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_threads_argument(parser)
     parser.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     parser.add_argument("--figure", type=Path, default=None,
                         help="also draw a PNG: truth and each method for the first clip of pan-left, zoom-in, "
@@ -54,7 +56,7 @@ def run(args) -> int:
         return 0
     if args.clips_per_class < 1:
         raise ConfigError(f"--clips-per-class must be >= 1, got {args.clips_per_class}")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     pipes = {}
     if args.weights:
         for p in args.weights:

@@ -8,7 +8,8 @@ import numpy as np
 from ..errors import InputError, OutputExistsError
 from ..metrics import angular_error, endpoint_error
 from ..motion.flow import DIS_PRESETS, estimate_flow, flow_to_color, read_flo, write_flo
-from ..video import load_image
+from ..image import load_image
+from ..runtime import add_threads_argument, set_threads
 
 HELP = "optical flow from image A to image B (OpenCV DIS or Farneback) -> .flo, with a colour picture"
 EXAMPLES = """examples:
@@ -30,6 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--max-flow", type=float, help="flow length drawn fully saturated (default: the longest vector)")
     parser.add_argument("--gt", type=Path, help="ground-truth .flo: print end-point and angular error against it")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    add_threads_argument(parser)
 
 
 def run(args) -> int:
@@ -42,6 +44,7 @@ def run(args) -> int:
             raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
         if out is not None and out.resolve() in (args.image_a.resolve(), args.image_b.resolve()):
             raise InputError(f"{out} is an input; choose another output path")
+    set_threads(args.threads)
     a, b = load_image(args.image_a), load_image(args.image_b)
     flow = estimate_flow(a, b, method=args.method, preset=args.preset)
     write_flo(args.output, flow)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from .. import video
 from ..errors import ConfigError, InputError
-from ..interpolate import METHODS, interpolate_frames
+from ..interpolate import METHODS
+from ..runtime import add_threads_argument, set_threads
 from .common import check_output
 
 HELP = "interpolate a video or a folder of frames to N times the frames (flow-based or RIFE 4.25)"
@@ -40,6 +41,7 @@ def add_arguments(parser):
                         help="a frame differing from the previous by less (mean abs, 0..255) is a duplicate and is "
                              "re-interpolated (0 disables; default 0.5)")
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
+    add_threads_argument(parser)
 
 
 def run(args) -> int:
@@ -48,6 +50,9 @@ def run(args) -> int:
     check_output(args)
     if args.method == "rife" and args.checkpoint is None:
         raise ConfigError("--method rife needs --checkpoint flownet.pkl (RIFE 4.25, Practical-RIFE train_log)")
+    set_threads(args.threads)
+    from ..interpolate import interpolate_frames
+
     frames, file_fps = video.load(args.input)
     fps_in = args.input_fps or file_fps or DEFAULT_FOLDER_FPS
     factor = None if args.fps is not None else (args.factor if args.factor is not None else 2)

@@ -1,7 +1,6 @@
 """`i2v samplers`: list the samplers and noise schedules of the diffusion core."""
 
-from ..diffusion.samplers import SAMPLERS
-from ..diffusion.schedules import SCHEDULES
+from ..diffusion.catalog import SAMPLERS, SCHEDULES
 
 HELP = "list samplers and noise schedules, one line each"
 EXAMPLES = """examples:
@@ -16,9 +15,9 @@ def add_arguments(parser):
 def run(args) -> int:
     width = max(map(len, list(SAMPLERS) + list(SCHEDULES)))
     print("samplers:")
-    for name, (_, line) in SAMPLERS.items():
-        print(f"  {name:<{width}}  {line}")
+    for name, (line, fits) in SAMPLERS.items():
+        print(f"  {name:<{width}}  {line}{'' if fits == 'any' else f' [{fits} models]'}")
     print("schedules:")
-    for name, (_, line) in SCHEDULES.items():
+    for name, line in SCHEDULES.items():
         print(f"  {name:<{width}}  {line}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..runtime import add_threads_argument, set_threads
+
 HELP = "train the built-in image-to-video model on procedural clips (CPU or CUDA)"
 EXAMPLES = """examples:
   i2v train --config configs/builtin_unet.toml
@@ -18,10 +20,13 @@ def add_arguments(parser):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (TOML syntax, type-checked); repeatable")
     parser.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoint.safetensors")
+    add_threads_argument(parser)
 
 
 def run(args) -> int:
     from ..train import load_config, train
-    cfg = load_config(args.config, args.overrides)
+
+    cfg = load_config(args.config, args.overrides + ([f"train.threads={args.threads}"] if args.threads else []))
+    set_threads(cfg.train.threads or None)
     train(cfg, resume=args.resume)
     return 0

@@ -1,11 +1,23 @@
-"""The diffusion core shared by every model: schedules, preconditioning, samplers, guidance."""
+"""The diffusion core shared by every model: schedules, preconditioning, samplers, guidance.
 
-from .denoisers import PARAMETERIZATIONS, Denoiser, Proposal, discrete_timestep
-from .guidance import CFGDenoiser, frame_ramp
-from .samplers import SAMPLERS, get_sampler, progress_callback
-from .schedules import SCHEDULES, get_schedule
+``from i2v.diffusion import Denoiser, get_sampler`` works; these names are imported on first use (they need
+torch), so the command line can read :mod:`.catalog` -- the sampler and schedule names -- without torch.
+"""
 
-__all__ = [
-    "Denoiser", "Proposal", "PARAMETERIZATIONS", "discrete_timestep", "CFGDenoiser", "frame_ramp",
-    "SAMPLERS", "get_sampler", "progress_callback", "SCHEDULES", "get_schedule",
-]
+# name -> submodule that defines it; an explicit table, resolved in __getattr__
+_LAZY = {
+    "Denoiser": "denoisers", "Proposal": "denoisers", "PARAMETERIZATIONS": "denoisers", "discrete_timestep": "denoisers",
+    "CFGDenoiser": "guidance", "frame_ramp": "guidance",
+    "SAMPLERS": "samplers", "get_sampler": "samplers", "progress_callback": "samplers",
+    "SCHEDULES": "schedules", "get_schedule": "schedules",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

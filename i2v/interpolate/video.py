@@ -29,9 +29,8 @@ import torch
 
 from ..errors import ConfigError, InputError
 from ..video import to_uint8
+from . import METHODS
 from .flow_based import interpolate_pair as flow_pair
-
-METHODS = ("flow", "rife")
 
 
 def as_frames(frames) -> np.ndarray:

@@ -1,0 +1,31 @@
+"""The names the command line offers, without importing torch: every sampler and schedule of the diffusion core
+with one line each, and which parameterisations a sampler fits.
+
+:mod:`.samplers` and :mod:`.schedules` hold the functions under the same names (a test checks that the two
+agree). ``fits``: ``"any"`` -- a deterministic integrator of dx/dsigma = (x - D) / sigma, which is the
+probability-flow ODE of both the variance-exploding form x = x0 + sigma eps (eps, v, edm, edm_v) and the flow form
+x = (1 - sigma) x0 + sigma eps; ``"ve"`` -- it adds fresh noise assuming x = x0 + sigma eps; ``"flow"`` --
+written for the flow form (sigma in [0, 1]).
+"""
+
+SAMPLERS = {
+    "euler": ("Euler on the probability-flow ODE, 1st order, deterministic (EDM Alg. 2, no churn)", "any"),
+    "euler_ancestral": ("Euler + fresh noise each step (eta=1), stochastic", "ve"),
+    "heun": ("Heun predictor-corrector, 2nd order, 2 model calls per step (EDM Alg. 1)", "any"),
+    "dpm2": ("DPM-Solver-2 midpoint, 2nd order, 2 model calls per step", "any"),
+    "dpmpp_2m": ("DPM-Solver++(2M), multistep 2nd order, 1 call per step, deterministic", "any"),
+    "dpmpp_2m_sde": ("DPM-Solver++(2M) SDE (midpoint), stochastic", "ve"),
+    "ddim": ("DDIM (eta=0: deterministic; pass eta for stochastic)", "ve"),
+    "ddpm": ("DDPM ancestral sampling with posterior variance (DDIM eta=1)", "ve"),
+    "lms": ("linear multistep, order 4, deterministic", "any"),
+    "flow_euler": ("Euler in velocity form for flow-matching models (use with the 'flow' schedule)", "flow"),
+}
+
+SCHEDULES = {
+    "karras": "EDM/Karras rho-schedule (Karras et al. 2022, eq. 5); SVD's discretization",
+    "exponential": "log-sigma evenly spaced between sigma_max and sigma_min",
+    "vp_linear": "DDPM linear betas 1e-4..0.02 over 1000 steps, converted to sigmas",
+    "scaled_linear": "Stable Diffusion scaled-linear betas 0.00085..0.012, converted to sigmas",
+    "cosine": "cosine alpha_bar (Nichol & Dhariwal 2021), converted to sigmas",
+    "flow": "flow-matching sigmas 1 -> 0 with SD3 time shift (sigma in [0, 1])",
+}
