@@ -153,6 +153,29 @@ def test_ids_equal_tokenizers_library(reference_tokenizer_json, oracle):
     assert [tok.encode(s) for s in cleaned] == [e.ids for e in oracle.encode_batch(cleaned)]
 
 
+def test_viterbi_equals_tokenizers_library_on_a_large_vocabulary(reference_tokenizer_json, tmp_path):
+    """The reference vocabulary is mostly single characters; here 4000 random multi-character pieces with scores
+    on a 0.5 grid (so equal-score segmentations are common and the tie rule matters), same pipeline otherwise."""
+    tokenizers = pytest.importorskip("tokenizers")
+    spec = json.loads(reference_tokenizer_json.read_text())
+    rng = random.Random(3)
+    alphabet = "abcdeélmnorst镜头晃动▁"
+    vocab, seen = spec["model"]["vocab"], {p for p, _ in spec["model"]["vocab"]}
+    while len(vocab) < 4000:
+        piece = "".join(rng.choice(alphabet) for _ in range(rng.randint(2, 7)))
+        if piece not in seen:
+            seen.add(piece)
+            vocab.append([piece, -0.5 * rng.randint(4, 30)])
+    path = _write(tmp_path, spec)
+    # the file still says <extra_id_3> is 124, now a piece's id: like tokenizers, we number it after the vocabulary
+    with pytest.warns(UserWarning, match="'<extra_id_3>' says id 124 but is given 4000"):
+        ours = Tokenizer.from_file(path)
+    theirs = tokenizers.Tokenizer.from_file(str(path))
+    strings = ["".join(rng.choice(alphabet + "  xyz") for _ in range(rng.randint(5, 80))) for _ in range(300)]
+    strings += generated_strings(100, seed=4)
+    assert [ours.encode(s) for s in strings] == [e.ids for e in theirs.encode_batch(strings)]
+
+
 def test_truncation_equals_tokenizers_library(reference_tokenizer_json, oracle):
     import copy
 

@@ -165,6 +165,28 @@ def _template(spec: dict | None, source: str) -> list[int | None]:
     return out
 
 
+def _added_tokens(entries: list[dict], vocab: list, source: str) -> list[AddedToken]:
+    """The added tokens with the ids Hugging Face gives them: a token that is also a piece keeps the piece's id,
+    the others are numbered from the vocabulary size on, in file order. The ``id`` written in the file is not
+    used (as in ``tokenizers``); a file where it differs gets a warning."""
+    index = {p: i for i, (p, _) in enumerate(vocab)}
+    out, next_id, moved = [], len(vocab), []
+    for t in entries:
+        if not t["content"]:
+            continue
+        if t["content"] in index:
+            token_id = index[t["content"]]
+        else:
+            token_id, next_id = next_id, next_id + 1
+        if t.get("id", token_id) != token_id:
+            moved.append(f"{t['content']!r} says id {t['id']} but is given {token_id}")
+        out.append(AddedToken(token_id, t["content"], t.get("special", False), t.get("normalized", False)))
+    if moved:
+        warnings.warn(f"{source}: added token {', '.join(moved)} (ids follow the vocabulary, as in Hugging Face "
+                      "tokenizers); the file's ids are inconsistent", stacklevel=3)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ the tokenizer
 
 class Tokenizer:
@@ -215,8 +237,7 @@ class Tokenizer:
             if t.get("lstrip") or t.get("rstrip") or t.get("single_word"):
                 raise CheckpointError(f"{file}: added token {t['content']!r} uses lstrip/rstrip/single_word, which "
                                       "i2v does not implement (T5-family tokenizers do not use them)")
-        added = [AddedToken(t["id"], t["content"], t.get("special", False), t.get("normalized", False))
-                 for t in spec.get("added_tokens", [])]
+        added = _added_tokens(spec.get("added_tokens", []), model["vocab"], source)
         pad = "<pad>"
         special_map = folder / "special_tokens_map.json"
         if special_map.is_file():
