@@ -127,6 +127,20 @@ def test_equals_transformers_encoder(kind, tmp_path):
     assert rel_err(out[1, :150], ref[1, :150]) <= 1e-5  # the real rows (Wan drops the padded ones)
 
 
+def test_encoder_of_a_full_encoder_decoder_checkpoint(tmp_path):
+    """google/umt5-xxl is published as UMT5ForConditionalGeneration: the decoder and LM head are skipped by rule."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.UMT5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=40, num_layers=2, num_decoder_layers=2,
+                                  num_heads=4, feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    full = transformers.UMT5ForConditionalGeneration(cfg).eval()
+    full.save_pretrained(tmp_path / "umt5")
+    ours = T5Encoder.from_pretrained(tmp_path / "umt5")
+    ids = torch.randint(3, 97, (1, 30))
+    with torch.no_grad():
+        assert rel_err(ours(ids), full.get_encoder()(input_ids=ids).last_hidden_state) <= 1e-5
+
+
 def test_t5_v11_in_wan_layout(tmp_path):
     """T5 v1.1 saved in Wan's key names (one shared ``pos_embedding``), loaded from a .pth file."""
     hf, folder = _hf_model("t5", tmp_path)
