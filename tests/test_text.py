@@ -176,6 +176,26 @@ def test_viterbi_equals_tokenizers_library_on_a_large_vocabulary(reference_token
     assert [ours.encode(s) for s in strings] == [e.ids for e in theirs.encode_batch(strings)]
 
 
+def test_added_token_options_equal_tokenizers_library(reference_tokenizer_json, tmp_path):
+    """lstrip / rstrip / single_word special tokens and a normalised (non-special) added token, which umT5's file
+    does not use but other T5-family files may: the same splits as tokenizers."""
+    tokenizers = pytest.importorskip("tokenizers")
+    spec = json.loads(reference_tokenizer_json.read_text())
+    flags = {"<extra_id_0>": "lstrip", "<extra_id_1>": "rstrip", "<extra_id_2>": "single_word"}
+    for t in spec["added_tokens"]:
+        if t["content"] in flags:
+            t[flags[t["content"]]] = True
+    spec["added_tokens"].append({"id": 128, "content": "\uff38tok", "single_word": False, "lstrip": False,
+                                 "rstrip": False, "normalized": True, "special": False})
+    path = _write(tmp_path, spec)
+    ours, theirs = Tokenizer.from_file(path), tokenizers.Tokenizer.from_file(str(path))
+    rng = random.Random(5)
+    bits = ["<extra_id_0>", "<extra_id_1>", "<extra_id_2>", "<extra_id_3>", "</s>", "Xtok", "\uff38tok", " ", "  ",
+            "\t", "ab", "c_", "镜头", "."]
+    strings = ["".join(rng.choice(bits) for _ in range(rng.randint(1, 12))) for _ in range(400)]
+    assert [ours.encode(s) for s in strings] == [e.ids for e in theirs.encode_batch(strings)]
+
+
 def test_truncation_equals_tokenizers_library(reference_tokenizer_json, oracle):
     import copy
 

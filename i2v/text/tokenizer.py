@@ -26,7 +26,8 @@ This is Hugging Face's ``Unigram::encode_optimized`` (itself SentencePiece's ``u
 
 Supported ``tokenizer.json`` components (anything else is refused with the name of what was found):
 normalizers Precompiled, Replace, NFC/NFD/NFKC/NFKD, Lowercase, Strip, Prepend, Sequence; pre-tokenizers
-Metaspace, WhitespaceSplit, Sequence; post-processor TemplateProcessing (or none); model Unigram.
+Metaspace, WhitespaceSplit, Sequence; post-processor TemplateProcessing (or none); model Unigram; added tokens
+with their lstrip / rstrip / single_word / normalized options.
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ from ..errors import CheckpointError, InputError
 from .charsmap import CharsMap
 
 UNK_PENALTY = 10.0  # the unknown piece scores min(s) - 10 (K_UNK_PENALTY in the original)
-WHITE_SPACE = re.compile("[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+# Unicode White_Space, what Rust's char::is_whitespace and regex \s mean (Python's str.isspace adds U+001C..1F)
+WHITE_SPACE_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+WHITE_SPACE = re.compile(f"[{WHITE_SPACE_CHARS}]+")
 
 
 class TruncationWarning(UserWarning):
@@ -57,8 +60,11 @@ class AddedToken:
 
     id: int
     content: str
-    special: bool
-    normalized: bool  # matched in the normalised text (True) or the raw text (False: umT5's special tokens)
+    special: bool = True
+    normalized: bool = False  # matched in the normalised text (True) or the raw text (False: umT5's special tokens)
+    lstrip: bool = False  # the match takes the whitespace before it
+    rstrip: bool = False  # ... and after it
+    single_word: bool = False  # matched only when no word character touches it
 
 
 @dataclass
@@ -180,7 +186,8 @@ def _added_tokens(entries: list[dict], vocab: list, source: str) -> list[AddedTo
             token_id, next_id = next_id, next_id + 1
         if t.get("id", token_id) != token_id:
             moved.append(f"{t['content']!r} says id {t['id']} but is given {token_id}")
-        out.append(AddedToken(token_id, t["content"], t.get("special", False), t.get("normalized", False)))
+        out.append(AddedToken(token_id, t["content"], t.get("special", False), t.get("normalized", False),
+                              t.get("lstrip", False), t.get("rstrip", False), t.get("single_word", False)))
     if moved:
         warnings.warn(f"{source}: added token {', '.join(moved)} (ids follow the vocabulary, as in Hugging Face "
                       "tokenizers); the file's ids are inconsistent", stacklevel=3)
@@ -210,8 +217,9 @@ class Tokenizer:
                 self.longest[piece[0]] = max(self.longest.get(piece[0], 0), len(piece))
         self.normalizer, self.pre_tokenizer, self.template = list(normalizer), list(pre_tokenizer), list(template)
         self.added = {t.content: t for t in added_tokens}
-        self._raw_added = self._matcher([t for t in added_tokens if not t.normalized], normalize=False)
-        self._normalized_added = self._matcher([t for t in added_tokens if t.normalized], normalize=True)
+        self._raw_added = {t.content: t for t in added_tokens if not t.normalized}  # matched in the raw text
+        self._normalized_added = {self.normalize(t.content): t for t in added_tokens if t.normalized}
+        self._raw_matcher, self._normalized_matcher = self._matcher(self._raw_added), self._matcher(self._normalized_added)
         self.id_to_token = {i: piece for i, (piece, _) in enumerate(self.pieces)} | {t.id: t.content for t in added_tokens}
         self.pad_id = self.token_id(pad_token)
 
@@ -233,10 +241,6 @@ class Tokenizer:
             raise CheckpointError(f"{file}: a {model.get('type', 'unknown')} tokenizer; i2v reads Unigram "
                                   "tokenizer.json files (SentencePiece models: umT5, T5, mT5), not BPE or WordPiece. "
                                   "Is this the tokenizer of another model?")
-        for t in spec.get("added_tokens", []):
-            if t.get("lstrip") or t.get("rstrip") or t.get("single_word"):
-                raise CheckpointError(f"{file}: added token {t['content']!r} uses lstrip/rstrip/single_word, which "
-                                      "i2v does not implement (T5-family tokenizers do not use them)")
         added = _added_tokens(spec.get("added_tokens", []), model["vocab"], source)
         pad = "<pad>"
         special_map = folder / "special_tokens_map.json"
@@ -265,23 +269,33 @@ class Tokenizer:
             text = step(text)
         return text
 
-    def _matcher(self, tokens: list[AddedToken], normalize: bool):
-        if not tokens:
-            return None
-        contents = sorted({self.normalize(t.content) if normalize else t.content for t in tokens}, key=len,
-                          reverse=True)  # at each position the longest token wins
-        return re.compile("|".join(re.escape(c) for c in contents if c))
+    @staticmethod
+    def _matcher(tokens: dict[str, AddedToken]):
+        """One regex for all added tokens: at each position the longest one wins (tried first)."""
+        contents = sorted((c for c in tokens if c), key=len, reverse=True)
+        return re.compile("|".join(map(re.escape, contents))) if contents else None
 
-    def _split_added(self, text: str, matcher, contents: dict[str, int]) -> list[tuple[str, int | None, int]]:
-        """Cut ``text`` around added tokens: (text, None, offset) for plain parts, (token, id, offset) for tokens."""
+    def _split_added(self, text: str, matcher, tokens: dict[str, AddedToken]) -> list[tuple[str, int | None, int]]:
+        """Cut ``text`` around added tokens: (text, None, offset) for plain parts, (token, id, offset) for tokens.
+        ``single_word`` tokens touching a word character are not matches; ``lstrip`` / ``rstrip`` ones take the
+        whitespace beside them (as ``tokenizers``' ``find_matches``)."""
         if matcher is None:
             return [(text, None, 0)] if text else []
         out, at = [], 0
         for m in matcher.finditer(text):
-            if m.start() > at:
-                out.append((text[at:m.start()], None, at))
-            out.append((m.group(), contents[m.group()], m.start()))
-            at = m.end()
+            token, start, stop = tokens[m.group()], m.start(), m.end()
+            if start < at:
+                continue
+            if token.single_word and (re.search(r"\w$", text[:start]) or re.match(r"\w", text[stop:])):
+                continue
+            if token.lstrip:
+                start = max(at, len(text[:start].rstrip(WHITE_SPACE_CHARS)))
+            if token.rstrip:
+                stop = len(text) - len(text[stop:].lstrip(WHITE_SPACE_CHARS))
+            if start > at:
+                out.append((text[at:start], None, at))
+            out.append((token.content, token.id, start))
+            at = stop
         if at < len(text):
             out.append((text[at:], None, at))
         return out
@@ -335,13 +349,12 @@ class Tokenizer:
     def tokenize_with_ids(self, text: str) -> list[tuple[str, int]]:
         """(token, id) pairs of ``text``, without the template's special tokens."""
         out: list[tuple[str, int]] = []
-        raw_ids = {c: t.id for c, t in self.added.items() if not t.normalized}
-        norm_ids = {self.normalize(c): t.id for c, t in self.added.items() if t.normalized}
-        for part, token_id, offset in self._split_added(text, self._raw_added, raw_ids):
+        for part, token_id, offset in self._split_added(text, self._raw_matcher, self._raw_added):
             if token_id is not None:
                 out.append((part, token_id))
                 continue
-            for sub, sub_id, sub_offset in self._split_added(self.normalize(part), self._normalized_added, norm_ids):
+            normalized = self.normalize(part)
+            for sub, sub_id, sub_offset in self._split_added(normalized, self._normalized_matcher, self._normalized_added):
                 if sub_id is not None:
                     out.append((sub, sub_id))
                     continue
