@@ -182,7 +182,8 @@ def test_misshaped_missing_and_foreign_files(tiny_file):
     del broken["blocks.1.ffn.fc2.weight"]
     broken["blocks.0.attn.o.weight"] = broken["blocks.0.attn.o.weight"][:, :8]
     torch.save(broken, tmp / "broken.pth")
-    with pytest.raises(CheckpointError, match=r"1 missing \(blocks\.1\.ffn\.fc2\.weight.*wrong shape \(blocks\.0\.attn\.o"):
+    missing_and_misshaped = r"1 missing \(blocks\.1\.ffn\.fc2\.weight.*wrong shape \(blocks\.0\.attn\.o"
+    with pytest.raises(CheckpointError, match=missing_and_misshaped):
         T5Encoder.from_pretrained(tmp / "broken.pth")
     with pytest.raises(CheckpointError, match="num_heads=4 was given"):
         torch.save(sd, tmp / "ok.pth")

@@ -46,7 +46,8 @@ from .charsmap import CharsMap
 
 UNK_PENALTY = 10.0  # the unknown piece scores min(s) - 10 (K_UNK_PENALTY in the original)
 # Unicode White_Space, what Rust's char::is_whitespace and regex \s mean (Python's str.isspace adds U+001C..1F)
-WHITE_SPACE_CHARS = "\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+WHITE_SPACE_CHARS = ("\t\n\x0b\x0c\r \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+                     + "\u2028\u2029\u202f\u205f\u3000")
 WHITE_SPACE = re.compile(f"[{WHITE_SPACE_CHARS}]+")
 
 
@@ -219,8 +220,10 @@ class Tokenizer:
         self.added = {t.content: t for t in added_tokens}
         self._raw_added = {t.content: t for t in added_tokens if not t.normalized}  # matched in the raw text
         self._normalized_added = {self.normalize(t.content): t for t in added_tokens if t.normalized}
-        self._raw_matcher, self._normalized_matcher = self._matcher(self._raw_added), self._matcher(self._normalized_added)
-        self.id_to_token = {i: piece for i, (piece, _) in enumerate(self.pieces)} | {t.id: t.content for t in added_tokens}
+        self._raw_matcher = self._matcher(self._raw_added)
+        self._normalized_matcher = self._matcher(self._normalized_added)
+        self.id_to_token = {i: piece for i, (piece, _) in enumerate(self.pieces)}
+        self.id_to_token |= {t.id: t.content for t in added_tokens}
         self.pad_id = self.token_id(pad_token)
 
     @classmethod
@@ -354,7 +357,8 @@ class Tokenizer:
                 out.append((part, token_id))
                 continue
             normalized = self.normalize(part)
-            for sub, sub_id, sub_offset in self._split_added(normalized, self._normalized_matcher, self._normalized_added):
+            subs = self._split_added(normalized, self._normalized_matcher, self._normalized_added)
+            for sub, sub_id, sub_offset in subs:
                 if sub_id is not None:
                     out.append((sub, sub_id))
                     continue
@@ -381,10 +385,13 @@ class Tokenizer:
         return [i for t in self.template for i in (ids if t is None else [t])]
 
     def decode(self, ids: Sequence[int]) -> str:
-        """Token ids back to text (pieces joined, "▁" -> " "; special tokens and padding left out)."""
+        """Token ids back to text, as the Metaspace decoder: special tokens and padding left out, "▁" -> " ",
+        except in the first token, where the "▁"s the pre-tokenizer prepended are dropped."""
         special = {t.id for t in self.added.values() if t.special}
-        text = "".join(self.id_to_token.get(int(i), "") for i in ids if int(i) not in special)
-        return text.replace("\u2581", " ").lstrip(" ")
+        tokens = [self.id_to_token.get(int(i), "") for i in ids if int(i) not in special]
+        meta = next((s for s in self.pre_tokenizer if isinstance(s, _Metaspace)), _Metaspace(prepend_scheme="never"))
+        return "".join(t.replace(meta.replacement, "" if k == 0 and meta.prepend_scheme != "never" else " ")
+                       for k, t in enumerate(tokens))
 
     def encode_batch(self, texts: str | Sequence[str], length: int = 512, *, stacklevel: int = 2) -> TokenBatch:
         """Ids and attention mask of each text, truncated and right-padded to ``length`` -- what Wan's

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ...checkpoints import load_into, open_state_dict
 from ...errors import CheckpointError, ConfigError
@@ -73,8 +72,8 @@ class Config:
     def from_state_dict(cls, shapes: dict[str, tuple], num_heads: int | None = None) -> "Config":
         """The config from Wan-layout tensor shapes (key -> shape); ``num_heads``, if given, is checked."""
         if "token_embedding.weight" not in shapes or "blocks.0.attn.q.weight" not in shapes:
-            raise CheckpointError(f"not a T5 encoder in Wan's layout: no token_embedding.weight / blocks.0.attn.q.weight "
-                                  f"(found e.g. {sorted(shapes)[:3]})")
+            raise CheckpointError("not a T5 encoder in Wan's layout: no token_embedding.weight / "
+                                  f"blocks.0.attn.q.weight (found e.g. {sorted(shapes)[:3]})")
         shared = "pos_embedding.embedding.weight" in shapes  # T5 v1.1: one table for the encoder
         table = "pos_embedding.embedding.weight" if shared else "blocks.0.pos_embedding.embedding.weight"
         if table not in shapes:
