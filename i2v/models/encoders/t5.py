@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 
 from ...checkpoints import load_into, open_state_dict
-from ...errors import CheckpointError, ConfigError
+from ...errors import CheckpointError, ConfigError, InputError
 from ...nn.attention import attention
 
 WAN_T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"  # the file's name in a Wan-AI release folder
@@ -334,6 +334,8 @@ def encode_prompts(model: T5Encoder, tokenizer, prompts, *, text_len: int = 512,
 
     if isinstance(prompts, str):
         prompts = [prompts]
+    if not prompts:
+        raise InputError("encode_prompts: no prompts given (an empty prompt is \"\", not an empty list)")
     texts = [clean_prompt(p) for p in prompts] if clean else list(prompts)
     batch = tokenizer.encode_batch(texts, length=text_len, stacklevel=3)  # a warning names the caller's line
     if int(batch.ids.max()) >= model.cfg.vocab:
