@@ -256,3 +256,77 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("i2v inspect: error: ") and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
     assert not sentinel.exists()
+
+
+# ------------------------------------------------------------------------------ every family, through the registry
+
+# file name pattern -> the family i2v must name (any case directory of these kinds, present or added later)
+EXPECTED_FAMILY = [("checkpoint.safetensors", "svd"), ("flownet.pkl", "rife"), ("raft.pth", "raft"),
+                   ("depth_anything_v2_", "depth-anything-v2"), ("diffusion_pytorch_model", "wan"),
+                   ("_VAE.pth", "wan"), ("models_t5_", "t5"), ("models_clip_", "clip-vision")]
+
+
+def _reference_weight_files():
+    from conftest import SHARED
+
+    root = SHARED / "reference"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in checkpoints.WEIGHT_SUFFIXES
+                  and p.name != "expected.safetensors")
+
+
+@pytest.mark.parametrize("path", _reference_weight_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_reference_checkpoint_is_named_by_a_family_i2v_runs(path):
+    from i2v.registry import FAMILIES
+
+    info = inspect(path)
+    assert info.match is not None, f"{path}: no family"
+    assert FAMILIES[info.match.family].load is not None, info.match
+    for pattern, family in EXPECTED_FAMILY:
+        if pattern in path.name:
+            assert info.match.family == family, (path, info.match)
+            break
+    else:
+        pytest.fail(f"{path.name}: a reference file of a kind this test does not know; add it to EXPECTED_FAMILY")
+
+
+@pytest.mark.parametrize("backbone", ["unet", "dit"])
+def test_shipped_weights_are_named_with_their_backbone(backbone, capsys):
+    """The real files in weights/, with the metadata `i2v train` really writes (not metadata made up here)."""
+    from conftest import ROOT
+
+    path = ROOT / "weights" / f"builtin_{backbone}.safetensors"
+    info = inspect(path)
+    assert (info.match.family, info.match.variant) == ("builtin", backbone)
+    assert main(["inspect", str(path)]) == 0
+    assert f"family      builtin ({backbone})" in capsys.readouterr().out
+
+
+def test_files_the_trainer_and_the_pipelines_write_are_named(tmp_path):
+    from i2v.latents import save_latents
+    from i2v.train import build_model, export_model, load_config, save_checkpoint
+
+    cfg = load_config("configs/builtin_dit.toml", ["dit.dim=32", "dit.depth=1"])
+    model = build_model(cfg)
+    export_model(tmp_path / "model.safetensors", model, cfg, step=3, minutes=0.1)
+    opt = torch.optim.AdamW(model.parameters())
+    import copy
+
+    save_checkpoint(tmp_path / "checkpoint.safetensors", model, copy.deepcopy(model), opt, 3, cfg, 0.1)
+    save_latents(tmp_path / "svd.safetensors", torch.zeros(2, 4, 8, 8), "svd", seed=1)
+    save_latents(tmp_path / "wan.safetensors", torch.zeros(16, 2, 4, 4), "wan", seed=1)
+    found = {p.name: (inspect(p).match.family, inspect(p).match.variant) for p in tmp_path.iterdir()}
+    assert found == {"model.safetensors": ("builtin", "dit"), "checkpoint.safetensors": ("builtin", "training-checkpoint"),
+                     "svd.safetensors": ("svd", "latents"), "wan.safetensors": ("wan", "latents")}
+
+
+def test_an_unknown_file_lists_what_it_looked_like_and_the_families(tmp_path):
+    import i2v
+
+    path = tmp_path / "mystery.safetensors"
+    save_file({"encoder.layer.0.weight": torch.zeros(2), "encoder.layer.1.weight": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError) as e:
+        i2v.load(path)
+    msg = str(e.value)
+    assert "2 x encoder.layer.*" in msg and "svd:" in msg and "wan:" in msg and "raft:" in msg and "\n" not in msg

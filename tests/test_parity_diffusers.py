@@ -59,6 +59,13 @@ def ours_trajectory(name, sigmas, x, **kwargs):
     return states
 
 
+def pairs(ours, theirs):
+    """The two trajectories step by step; they must have the same, non-zero number of steps (a loop over a
+    shorter list, or an empty one, would compare nothing)."""
+    assert len(ours) == len(theirs) > 0, f"{len(ours)} states of ours vs {len(theirs)} of diffusers"
+    return zip(ours, theirs, strict=True)
+
+
 def diffusers_trajectory(sched, sample, step_kwargs=lambda i: {}, keep=lambda sched, i: True):
     """Run a diffusers scheduler loop; return the states after each kept step."""
     states = []
@@ -81,7 +88,7 @@ def test_ve_deterministic(name, cls, steps):
     ours = ours_trajectory(name, sigmas, x)
     theirs = diffusers_trajectory(sched, x.clone())
     assert len(ours) == len(theirs) == steps
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, b, f"{name} step {i}")
 
 
@@ -99,7 +106,7 @@ def test_heun(karras):
     ours = ours_trajectory("heun", sigmas, x)
     theirs = diffusers_trajectory(sched, x.clone(), keep=lambda s, i: s.state_in_first_order or i == len(s.timesteps) - 1)
     assert len(ours) == len(theirs) == steps
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, b, f"heun step {i}")
 
 
@@ -115,7 +122,7 @@ def test_dpm2():
     ours = ours_trajectory("dpm2", sigmas, x)
     theirs = diffusers_trajectory(sched, x.clone(), keep=lambda s, i: s.state_in_first_order or i == len(s.timesteps) - 1)
     assert len(ours) == len(theirs) == steps
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, b, f"dpm2 step {i}")
 
 
@@ -135,7 +142,7 @@ def test_flow_euler():
     for t in sched.timesteps:
         sample = sched.step(eps_model(sample).to(sample.dtype), t, sample).prev_sample
         theirs.append(sample.clone())
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, b, f"flow_euler step {i}")
 
 
@@ -151,7 +158,7 @@ def test_euler_ancestral_same_noise():
     g = torch.Generator().manual_seed(7)
     # diffusers casts the state to the model output's dtype: run it in float64 so the noise is drawn in float64
     theirs = diffusers_trajectory(sched, x.clone(), step_kwargs=lambda i: {"generator": g})
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, b, f"euler_ancestral step {i}")
 
 
@@ -169,7 +176,7 @@ def test_dpmpp_2m(steps):
     z = initial_noise(3) * sched.init_noise_sigma
     ours = ours_trajectory("dpmpp_2m", sigmas, vp_to_ve(z, sigmas[0]))
     theirs = diffusers_trajectory(sched, z.clone())
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, vp_to_ve(b, sigmas[i + 1]), f"dpmpp_2m step {i}")
 
 
@@ -185,7 +192,7 @@ def test_dpmpp_2m_sde_same_noise():
     z = initial_noise(4)
     ours = ours_trajectory("dpmpp_2m_sde", sigmas, vp_to_ve(z, sigmas[0]), generator=torch.Generator().manual_seed(11))
     theirs = diffusers_trajectory(sched, z.clone(), step_kwargs=lambda i: {"variance_noise": noises[i]})
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, vp_to_ve(b, sigmas[i + 1]), f"dpmpp_2m_sde step {i}")
 
 
@@ -208,7 +215,7 @@ def test_ddim(eta):
     z = initial_noise(5)
     ours = ours_trajectory("ddim", sigmas, vp_to_ve(z, sigmas[0]), generator=torch.Generator().manual_seed(5), eta=eta)
     theirs = diffusers_trajectory(sched, z.clone(), step_kwargs=lambda i: {"eta": eta, "variance_noise": noises[i]})
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, vp_to_ve(b, sigmas[i + 1]), f"ddim(eta={eta}) step {i}")
 
 
@@ -223,5 +230,5 @@ def test_ddpm_same_noise():
     ours = ours_trajectory("ddpm", sigmas, vp_to_ve(z, sigmas[0]), generator=torch.Generator().manual_seed(9))
     g = torch.Generator().manual_seed(9)
     theirs = diffusers_trajectory(sched, z.clone(), step_kwargs=lambda i: {"generator": g})
-    for i, (a, b) in enumerate(zip(ours, theirs)):
+    for i, (a, b) in enumerate(pairs(ours, theirs)):
         assert_close_rel(a, vp_to_ve(b, sigmas[i + 1]), f"ddpm step {i}")
