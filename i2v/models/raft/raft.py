@@ -81,7 +81,9 @@ class Config:
     """What differs between RAFT files. Defaults: the large model (raft-things.pth); :meth:`small_model` gives
     raft-small.pth's. :meth:`from_state_dict` reads every field off a file's shapes."""
 
-    small: bool = False  # bottleneck encoders, no context norm, ConvGRU, bilinear x8 (vs residual, batch norm, SepConvGRU, convex)
+    # raft-small: bottleneck blocks, no context norm, ConvGRU, bilinear x8 upsampling (large: residual blocks,
+    # batch norm, SepConvGRU, convex upsampling)
+    small: bool = False
     encoder_widths: tuple[int, ...] = (64, 64, 96, 128)  # stem conv, layer1, layer2 (stride 2), layer3 (stride 2)
     feature_dim: int = 256  # D: feature encoder output channels, correlated pairwise
     hidden_dim: int = 128  # GRU hidden state h (tanh of the context encoder's first channels)
@@ -288,9 +290,10 @@ class OnDemandCorr:
     frame 2's features pooled m times. All (2r+1)^2 window points of a pixel share one fractional part
     (fx, fy), so the window is a bilinear blend of the correlations at the (2r+2)^2 integer points around it:
 
-        C(x + i, y + j) = (1-fx)(1-fy) S[i, j] + fx (1-fy) S[i+1, j] + (1-fx) fy S[i, j+1] + fx fy S[i+1, j+1],
+        C(x + i, y + j) = (1-fx)(1-fy) S[i, j] + fx (1-fy) S[i+1, j] + (1-fx) fy S[i, j+1] + fx fy S[i+1, j+1]
 
-    S[i, j] = <F1(p), F2^m(floor(x) + i, floor(y) + j)> / sqrt(D) (zero outside the frame). Memory O(b D h w)
+    for i, j in -r..r, with S[i, j] = <F1(p), F2^m(floor(x) + i, floor(y) + j)> / sqrt(D), i, j in -r..r+1 (zero
+    outside the frame). Memory O(b D h w)
     instead of O(b (h w)^2); pixels are processed in chunks of at most ``chunk_bytes`` of gathered features
     (default: 2 MiB on the CPU, where a cache-sized chunk ran 2x faster than 64 MiB; 256 MiB on a GPU)."""
 
@@ -358,8 +361,9 @@ class SepConvGRU(nn.Module):
 
     def __init__(self, hidden: int, inp: int):
         super().__init__()
-        self.convz1, self.convr1, self.convq1 = (nn.Conv2d(hidden + inp, hidden, (1, 5), padding=(0, 2)) for _ in range(3))
-        self.convz2, self.convr2, self.convq2 = (nn.Conv2d(hidden + inp, hidden, (5, 1), padding=(2, 0)) for _ in range(3))
+        c = hidden + inp
+        self.convz1, self.convr1, self.convq1 = (nn.Conv2d(c, hidden, (1, 5), padding=(0, 2)) for _ in range(3))
+        self.convz2, self.convr2, self.convq2 = (nn.Conv2d(c, hidden, (5, 1), padding=(2, 0)) for _ in range(3))
 
     def forward(self, h, x):
         h = gru_step(self.convz1, self.convr1, self.convq1, h, x)  # horizontal
@@ -500,6 +504,9 @@ class RAFT(nn.Module):
         h, x = torch.tanh(hidden), torch.relu(context)  # GRU state h_0 and its per-iteration input x
 
         coords0 = coords_grid(b, H // DOWN, W // DOWN, image1.device)  # p
+        if flow_init is not None and tuple(flow_init.shape) != (b, 2, H // DOWN, W // DOWN):
+            raise InputError(f"flow_init must be (b, 2, H/8, W/8) = {(b, 2, H // DOWN, W // DOWN)} in 1/8-resolution "
+                             f"pixels, got {tuple(flow_init.shape)} (raft.estimate() takes a full-size flow)")
         coords1 = coords0 if flow_init is None else coords0 + flow_init.float()  # p + f_0(p)
         predictions = []
         for _ in range(iters):
@@ -575,11 +582,11 @@ def estimate(model: RAFT, image1, image2, iters: int = DEFAULT_ITERS, flow_init=
 
     ``image1``, ``image2``: (h, w, 3) RGB, uint8 (0..255) or float in [0, 1], numpy arrays or tensors, the same
     size, at least 121 px on each side. ``iters``: GRU iterations (12, RAFT.forward's default in the original;
-    its demo.py runs 20, evaluate.py 24-32: slower, slightly more accurate). ``flow_init``: an (h, w, 2) flow in pixels to start from (warm start
-    for video: the previous pair's flow under constant motion); it is padded like the images and averaged over
-    8x8 blocks to the 1/8 grid. ``alternate_corr``: on-demand correlation for large frames (same flow, less
-    memory, slower). The images are replicate-padded to multiples of 8 (``pad_mode`` 'sintel': centred, as
-    demo.py) and the flow cropped back."""
+    its demo.py runs 20, evaluate.py 24-32: slower, slightly more accurate). ``flow_init``: an (h, w, 2) flow in
+    pixels to start from (warm start for video: the previous pair's flow under constant motion); it is padded
+    like the images and averaged over 8x8 blocks to the 1/8 grid. ``alternate_corr``: on-demand correlation for
+    large frames (same flow, less memory, slower). The images are replicate-padded to multiples of 8
+    (``pad_mode`` 'sintel': centred, as demo.py) and the flow cropped back."""
     a, b = _image(image1, "image1"), _image(image2, "image2")
     if a.shape != b.shape:
         raise InputError(f"RAFT needs two images of one size, got {a.shape[-1]}x{a.shape[-2]} and "
@@ -594,7 +601,8 @@ def estimate(model: RAFT, image1, image2, iters: int = DEFAULT_ITERS, flow_init=
     (a, p), (b, _) = pad(a.to(device), pad_mode), pad(b.to(device), pad_mode)
     init = None
     if flow_init is not None:
-        f = (flow_init if isinstance(flow_init, torch.Tensor) else torch.tensor(np.array(flow_init, np.float32))).float()
+        f = flow_init if isinstance(flow_init, torch.Tensor) else torch.tensor(np.array(flow_init, np.float32))
+        f = f.float()
         if tuple(f.shape) != (h, w, 2):
             raise InputError(f"flow_init must be ({h}, {w}, 2) pixels like the images, got {tuple(f.shape)}")
         f, _ = pad(rearrange(f.to(device), "h w c -> 1 c h w"), pad_mode)
