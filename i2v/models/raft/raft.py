@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ...checkpoints import load_into, open_state_dict
+from ... import runtime
 from ...errors import CheckpointError, ConfigError, InputError
 
 # BatchNorm's training counter: the context encoder's batch norm runs in eval mode only (FrozenBatchNorm2d keeps
@@ -475,7 +476,7 @@ class RAFT(nn.Module):
             raise CheckpointError(f"{path}: {e}") from None
         with torch.device("meta"):
             model = cls(cfg)
-        load_into(model, sd, source=str(path), skip=SKIP, dtype=_dtype(dtype), device=device,
+        load_into(model, sd, source=str(path), skip=SKIP, dtype=runtime.dtype(dtype) or torch.float32, device=device,
                   hint="Is it a RAFT file of another variant, or truncated?")
         return model.eval()
 
@@ -616,16 +617,3 @@ def _check_iters(iters) -> None:
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ConfigError(f"RAFT iterations must be an integer >= 1, got {iters!r} (the original's default "
                           f"is 12, its demo 20, its evaluations 24-32)")
-
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-
-
-def _dtype(dtype):
-    """None -> float32; a torch dtype or one of the names in _DTYPES."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype or torch.float32
-    if dtype not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r} for RAFT; valid: {', '.join(_DTYPES)}")
-    return _DTYPES[dtype]
