@@ -5,17 +5,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, OutputExistsError
+from ..errors import ConfigError, InputError, OutputExistsError
 from ..metrics import angular_error, endpoint_error
-from ..motion.flow import DIS_PRESETS, estimate_flow, flow_to_color, read_flo, write_flo
+from ..motion.flow import DIS_PRESETS, FLOW_METHODS, estimate_flow, flow_to_color, read_flo, write_flo
 from ..image import load_image
 from ..runtime import add_threads_argument, set_threads
 
-HELP = "optical flow from image A to image B (OpenCV DIS or Farneback) -> .flo, with a colour picture"
+HELP = "optical flow from image A to image B (DIS, Farneback, or RAFT with its weights) -> .flo, with a colour picture"
 EXAMPLES = """examples:
   i2v flow frame1.png frame2.png -o flow.flo --viz flow.png
   i2v flow a.png b.png -o flow.flo --method farneback
   i2v flow a.png b.png -o flow.flo --gt true.flo          also print end-point and angular error
+  i2v flow a.png b.png -o flow.flo --method raft --checkpoint raft-things.pth --iters 20
 
 The flow F satisfies A(p) ~ B(p + F(p)) in pixels (x right, y down). Colours: the Middlebury wheel
 (hue = direction, saturation = speed; right = red, left = cyan)."""
@@ -26,7 +27,11 @@ def add_arguments(parser):
     parser.add_argument("image_b", type=Path, help="second image, the same size")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .flo file")
     parser.add_argument("--viz", type=Path, help="also write the flow as a colour PNG (Middlebury colour wheel)")
-    parser.add_argument("--method", default="dis", choices=["dis", "farneback"], help="flow back-end (default dis)")
+    parser.add_argument("--method", default="dis", choices=list(FLOW_METHODS),
+                        help="; ".join(f"{k}: {line}" for k, (_, _, line) in FLOW_METHODS.items()) + " (default dis)")
+    parser.add_argument("--checkpoint", type=Path, help="RAFT weights for --method raft (raft-things.pth, raft-small.pth)")
+    parser.add_argument("--iters", type=int, default=12, help="RAFT refinement iterations (default 12)")
+    parser.add_argument("--device", default="cpu", help="torch device for RAFT (default cpu)")
     parser.add_argument("--preset", default="medium", choices=list(DIS_PRESETS), help="DIS preset (default medium)")
     parser.add_argument("--max-flow", type=float, help="flow length drawn fully saturated (default: the longest vector)")
     parser.add_argument("--gt", type=Path, help="ground-truth .flo: print end-point and angular error against it")
@@ -45,8 +50,16 @@ def run(args) -> int:
         if out is not None and out.resolve() in (args.image_a.resolve(), args.image_b.resolve()):
             raise InputError(f"{out} is an input; choose another output path")
     set_threads(args.threads)
+    learned = FLOW_METHODS[args.method][1]
+    if learned and args.checkpoint is None:
+        raise ConfigError(f"--method {args.method} needs --checkpoint (e.g. raft-things.pth or raft-small.pth)")
+    if not learned and args.checkpoint is not None:
+        raise ConfigError(f"--checkpoint is for --method raft; --method {args.method} needs no weights")
+    if args.iters < 1:
+        raise ConfigError(f"--iters must be >= 1 (RAFT's refinement steps; 12 is the default), got {args.iters}")
     a, b = load_image(args.image_a), load_image(args.image_b)
-    flow = estimate_flow(a, b, method=args.method, preset=args.preset)
+    options = {"checkpoint": args.checkpoint, "iters": args.iters, "device": args.device} if learned else {}
+    flow = estimate_flow(a, b, method=args.method, preset=args.preset, **options)
     write_flo(args.output, flow)
     mag = np.hypot(flow[..., 0], flow[..., 1])
     print(f"wrote {args.output} ({flow.shape[1]}x{flow.shape[0]}, mean |flow| {mag.mean():.2f} px, max {mag.max():.2f} px)")

@@ -7,6 +7,7 @@ from pathlib import Path
 from .. import video
 from ..errors import ConfigError, InputError
 from ..interpolate import METHODS
+from ..motion.flow import FLOW_METHODS
 from ..runtime import add_threads_argument, set_threads
 from .common import check_output
 
@@ -16,7 +17,8 @@ EXAMPLES = """examples:
   i2v interpolate clip.mp4 -o clip60.mp4 --fps 60
   i2v interpolate frames/ -o loop.gif --factor 2 --loop --input-fps 12
   i2v interpolate clip.mp4 -o out.mp4 --method rife --checkpoint train_log/flownet.pkl
-  i2v interpolate clip_4k.mp4 -o out.mp4 --method rife --checkpoint flownet.pkl --scale 0.5"""
+  i2v interpolate clip_4k.mp4 -o out.mp4 --method rife --checkpoint flownet.pkl --scale 0.5
+  i2v interpolate clip.mp4 -o out.mp4 --method flow --flow raft --flow-checkpoint raft-things.pth"""
 
 DEFAULT_FOLDER_FPS = 8.0
 
@@ -33,6 +35,10 @@ def add_arguments(parser):
     parser.add_argument("--method", choices=METHODS, default="flow", help="flow: DIS optical flow, no weights "
                         "(default); rife: RIFE 4.25, needs --checkpoint")
     parser.add_argument("--checkpoint", type=Path, default=None, help="RIFE 4.25 flownet.pkl (Practical-RIFE train_log)")
+    parser.add_argument("--flow", default="dis-fine", choices=list(FLOW_METHODS),
+                        help="optical flow of --method flow (default dis-fine; raft needs --flow-checkpoint)")
+    parser.add_argument("--flow-checkpoint", type=Path, default=None, help="RAFT weights for --flow raft (raft-things.pth)")
+    parser.add_argument("--flow-iters", type=int, default=12, help="RAFT iterations for --flow raft (default 12)")
     parser.add_argument("--scale", type=float, default=1.0, help="RIFE flow resolution: 1.0 up to 1080p, 0.5 for 4K")
     parser.add_argument("--device", default="cpu", help="torch device for RIFE (cpu, cuda, mps)")
     parser.add_argument("--loop", action="store_true", help="also interpolate last -> first so the clip loops seamlessly")
@@ -50,6 +56,10 @@ def run(args) -> int:
     check_output(args)
     if args.method == "rife" and args.checkpoint is None:
         raise ConfigError("--method rife needs --checkpoint flownet.pkl (RIFE 4.25, Practical-RIFE train_log)")
+    if args.method == "flow" and FLOW_METHODS[args.flow][1] and args.flow_checkpoint is None:
+        raise ConfigError(f"--flow {args.flow} needs --flow-checkpoint (e.g. raft-things.pth)")
+    if args.method != "flow" and (args.flow != "dis-fine" or args.flow_checkpoint is not None):
+        raise ConfigError("--flow and --flow-checkpoint choose the optical flow of --method flow; drop them for --method rife")
     set_threads(args.threads)
     from ..interpolate import interpolate_frames
 
@@ -57,7 +67,8 @@ def run(args) -> int:
     fps_in = args.input_fps or file_fps or DEFAULT_FOLDER_FPS
     factor = None if args.fps is not None else (args.factor if args.factor is not None else 2)
     out = interpolate_frames(frames, factor, args.method, fps_in=fps_in, fps_out=args.fps, loop=args.loop,
-                             checkpoint=args.checkpoint, scale=args.scale, device=args.device,
+                             checkpoint=args.checkpoint, scale=args.scale, device=args.device, flow=args.flow,
+                             flow_checkpoint=args.flow_checkpoint, flow_iters=args.flow_iters,
                              scene_cuts=not args.no_scene_cuts, duplicate_threshold=args.duplicate_threshold)
     fps_out = args.fps if args.fps is not None else fps_in * factor
     path = video.save(out, args.output, fps=fps_out, overwrite=args.overwrite)

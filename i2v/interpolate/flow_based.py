@@ -61,24 +61,17 @@ def _to_numpy_image(x) -> np.ndarray:
     return np.asarray(x)
 
 
-FLOW_METHODS = ("dis-fine", "dis", "farneback")
 INTERMEDIATE = ("splat", "linear")
 
 
-def dis_fine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """DIS flow a -> b, medium preset refined to full resolution (``setFinestScale(0)``); (h, w, 2) float32.
-    """
-    return estimate_flow(a, b, "dis", "medium", finest_scale=0)
-
-
-def bidirectional_flow(img0, img1, method: str = "dis-fine", preset: str = "medium") -> tuple[torch.Tensor, torch.Tensor]:
-    """(F_0->1, F_1->0), each (1, 2, h, w) in pixels. ``method``: one of FLOW_METHODS."""
+def bidirectional_flow(img0, img1, method: str = "dis-fine", preset: str = "medium",
+                       **flow_options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(F_0->1, F_1->0), each (1, 2, h, w) in pixels. ``method``: a key of :data:`i2v.motion.flow.FLOW_METHODS`
+    ("dis-fine" by default; "raft" with ``checkpoint=`` for RAFT's bidirectional flows)."""
     a, b = _to_numpy_image(img0), _to_numpy_image(img1)
-    if method == "dis-fine":
-        return _flow_tensor(dis_fine(a, b)), _flow_tensor(dis_fine(b, a))
-    if method not in FLOW_METHODS:
-        raise ConfigError(f"unknown flow method {method!r}; valid: {', '.join(FLOW_METHODS)}")
-    return _flow_tensor(estimate_flow(a, b, method, preset)), _flow_tensor(estimate_flow(b, a, method, preset))
+    f01 = estimate_flow(a, b, method, preset, **flow_options)
+    f10 = estimate_flow(b, a, method, preset, **flow_options)
+    return _flow_tensor(f01), _flow_tensor(f10)
 
 
 def linear_intermediate_flows(f01: torch.Tensor, f10: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,13 +140,14 @@ def blend(img0: torch.Tensor, img1: torch.Tensor, f01: torch.Tensor, f10: torch.
 
 
 def interpolate_pair(img0, img1, times=(0.5,), flow: str = "dis-fine", intermediate: str = "splat",
-                     occlusion_strength: float = 0.5) -> list[torch.Tensor]:
+                     occlusion_strength: float = 0.5, flow_options: dict | None = None) -> list[torch.Tensor]:
     """Frames at each t in ``times`` between two images ((h, w, 3) uint8 or (3, h, w)/(1, 3, h, w) float).
-    Flow is estimated once per pair. Returns a list of (1, 3, h, w) float tensors in [0, 1]."""
+    Flow (a method of :data:`i2v.motion.flow.FLOW_METHODS`, with ``flow_options`` such as RAFT's checkpoint) is
+    estimated once per pair. Returns a list of (1, 3, h, w) float tensors in [0, 1]."""
     x0, x1 = to_tensor(img0), to_tensor(img1)  # (1, 3, h, w) in [0, 1]
     if x0.shape != x1.shape:
         raise InputError(f"the two frames differ in size: {tuple(x0.shape[-2:])} and {tuple(x1.shape[-2:])}")
-    f01, f10 = bidirectional_flow(img0, img1, flow)
+    f01, f10 = bidirectional_flow(img0, img1, flow, **(flow_options or {}))
     return [blend(x0, x1, f01, f10, float(t), intermediate, occlusion_strength)["frame"].clamp(0, 1) for t in times]
 
 

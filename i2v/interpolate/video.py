@@ -112,13 +112,15 @@ def key_frames(frames: np.ndarray, duplicate_threshold: float) -> list[int]:
 def interpolate_frames(frames, factor: int | None = 2, method: str = "flow", *, fps_in: float | None = None,
                        fps_out: float | None = None, loop: bool = False, checkpoint: str | os.PathLike | None = None,
                        rife=None, scale: float = 1.0, device="cpu", flow: str = "dis-fine",
-                       scene_cuts: bool = True, duplicate_threshold: float = 0.5, progress: bool = True,
-                       return_info: bool = False):
+                       flow_checkpoint=None, flow_iters: int = 12, scene_cuts: bool = True,
+                       duplicate_threshold: float = 0.5, progress: bool = True, return_info: bool = False):
     """Interpolate a clip. ``frames``: (t, h, w, 3) uint8 (or a list, or a (t, 3, h, w) float tensor).
 
     ``factor`` N (>= 2): N times the frames ((t-1) N + 1, or t N with ``loop``); or ``factor=None`` with
-    ``fps_in``/``fps_out`` for a target frame rate. ``method``: "flow" (DIS flow, no weights) or "rife"
-    (``checkpoint`` = RIFE 4.25 flownet.pkl, or a ready ``rife`` :class:`~i2v.interpolate.rife.RIFEInterpolator`).
+    ``fps_in``/``fps_out`` for a target frame rate. ``method``: "flow" (bidirectional optical flow: ``flow`` is a
+    method of :data:`i2v.motion.flow.FLOW_METHODS`, DIS refined by default; "raft" with ``flow_checkpoint`` =
+    raft-things.pth and ``flow_iters``) or "rife" (``checkpoint`` = RIFE 4.25 flownet.pkl, or a ready ``rife``
+    :class:`~i2v.interpolate.rife.RIFEInterpolator`).
     ``scene_cuts``: detect cuts and hold the frame across them instead of interpolating;
     ``duplicate_threshold``: mean abs difference (0..255, 64x64 grey) below which a frame repeats the previous
     one (0 disables). Returns (t', h, w, 3) uint8, and with ``return_info`` a dict (times, cuts, duplicates)."""
@@ -132,7 +134,12 @@ def interpolate_frames(frames, factor: int | None = 2, method: str = "flow", *, 
         from .rife import RIFEInterpolator
 
         rife = RIFEInterpolator(checkpoint, device=device, scale=scale)
-    pair_fn = rife if method == "rife" else (lambda a, b, ts: flow_pair(a, b, ts, flow=flow))
+    flow_options = {}
+    if method == "flow" and flow == "raft":
+        from ..motion.flow import load_raft
+
+        flow_options = {"model": load_raft(flow_checkpoint, device), "iters": flow_iters}
+    pair_fn = rife if method == "rife" else (lambda a, b, ts: flow_pair(a, b, ts, flow=flow, flow_options=flow_options))
 
     seq = np.concatenate([frames, frames[:1]]) if loop else frames  # loop: time n is frame 0 again
     keys = key_frames(seq[:-1], duplicate_threshold) + [len(seq) - 1] if loop else key_frames(seq, duplicate_threshold)

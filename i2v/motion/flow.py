@@ -1,8 +1,10 @@
 """Dense optical flow between two frames, and the Middlebury ``.flo`` format.
 
 ``estimate_flow(a, b)`` returns the flow F from a to b, in pixels, such that a(p) ~ b(p + F(p)), i.e.
-``backward_warp(b, F) ~ a`` (see :mod:`i2v.motion.warp` for the pixel convention). Back-ends: OpenCV's DIS
-(Kroeger et al. 2016; presets ultrafast/fast/medium) and Farneback (2003).
+``backward_warp(b, F) ~ a`` (see :mod:`i2v.motion.warp` for the pixel convention). One table,
+:data:`FLOW_METHODS`, lists the methods: OpenCV's DIS (Kroeger et al. 2016; presets ultrafast/fast/medium, and
+``dis-fine`` refined to full resolution), Farneback (2003), and the learned RAFT (Teed & Deng 2020; a released
+checkpoint, :mod:`i2v.models.raft`). The classical ones need neither weights nor torch.
 """
 
 from __future__ import annotations
@@ -35,29 +37,76 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis", preset: str = "medium",
-                  farneback=(0.5, 5, 15, 3, 5, 1.2), finest_scale: int | None = None) -> np.ndarray:
-    """Flow from image ``a`` to image ``b`` as a (h, w, 2) float32 array of (u, v) pixels.
-
-    ``a`` and ``b``: (h, w, 3) uint8 RGB (or float in [0, 1], or greyscale), the same size.
-    ``method``: "dis" (with ``preset``) or "farneback" (with ``farneback`` = pyr_scale, levels, winsize,
-    iterations, poly_n, poly_sigma). ``finest_scale`` overrides DIS's finest pyramid level (0 = refine down to
-    full resolution; the presets stop at 1/4 or 1/8 and upsample)."""
+def _dis(a, b, preset: str = "medium", finest_scale: int | None = None, **_) -> np.ndarray:
     import cv2
 
+    if preset not in DIS_PRESETS:
+        raise ConfigError(f"unknown DIS preset {preset!r}; valid: {', '.join(DIS_PRESETS)}")
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    if finest_scale is not None:
+        dis.setFinestScale(int(finest_scale))
+    return dis.calc(_gray(a), _gray(b), None).astype(np.float32)
+
+
+def _dis_fine(a, b, preset: str = "medium", **_) -> np.ndarray:
+    return _dis(a, b, preset, finest_scale=0)  # refine down to full resolution (the presets stop at 1/4 or 1/8)
+
+
+def _farneback(a, b, farneback=(0.5, 5, 15, 3, 5, 1.2), **_) -> np.ndarray:
+    import cv2
+
+    return cv2.calcOpticalFlowFarneback(_gray(a), _gray(b), None, *farneback, 0).astype(np.float32)
+
+
+_RAFT_CACHE: dict = {}
+
+
+def load_raft(checkpoint, device="cpu"):
+    """A RAFT model for ``checkpoint`` (raft-things.pth, raft-small.pth, ...), loaded once per (file, device)."""
+    if checkpoint is None:
+        raise ConfigError("the raft flow method needs its weights: --checkpoint raft-things.pth (or raft-small.pth, "
+                          "from the RAFT release: princeton-vl/RAFT, download_models.sh)")
+    key = (str(Path(checkpoint).resolve()), str(device))
+    if key not in _RAFT_CACHE:
+        from ..models.raft.raft import RAFT
+
+        _RAFT_CACHE[key] = RAFT.from_pretrained(checkpoint, device=device)
+    return _RAFT_CACHE[key]
+
+
+def _raft(a, b, checkpoint=None, iters: int = 12, device="cpu", flow_init=None, model=None, **_) -> np.ndarray:
+    from ..models.raft.raft import estimate
+
+    return estimate(model if model is not None else load_raft(checkpoint, device), a, b, iters=iters, flow_init=flow_init)
+
+
+# name -> (function(a, b, **options) -> (h, w, 2) float32 flow, weights needed, one line). An explicit table.
+FLOW_METHODS = {
+    "dis": (_dis, False, "OpenCV DIS (Kroeger et al. 2016), --preset ultrafast/fast/medium; no weights"),
+    "dis-fine": (_dis_fine, False, "DIS medium refined down to full resolution (setFinestScale(0)); no weights"),
+    "farneback": (_farneback, False, "OpenCV Farneback (2003) polynomial expansion; no weights"),
+    "raft": (_raft, True, "RAFT (Teed & Deng 2020), learned; needs raft-things.pth / raft-small.pth"),
+}
+
+
+def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis", preset: str = "medium",
+                  farneback=(0.5, 5, 15, 3, 5, 1.2), finest_scale: int | None = None, **options) -> np.ndarray:
+    """Flow from image ``a`` to image ``b`` as a (h, w, 2) float32 array of (u, v) pixels.
+
+    ``a`` and ``b``: (h, w, 3) uint8 RGB (or float in [0, 1], or greyscale), the same size. ``method``: a key of
+    :data:`FLOW_METHODS` -- "dis" (with ``preset``; ``finest_scale`` overrides DIS's finest pyramid level),
+    "dis-fine", "farneback" (``farneback`` = pyr_scale, levels, winsize, iterations, poly_n, poly_sigma), or
+    "raft" (``checkpoint=``, ``iters=`` 12, ``device=``, ``flow_init=`` a previous flow for video, or a loaded
+    ``model=``)."""
+    if method not in FLOW_METHODS:
+        raise ConfigError(f"unknown flow method {method!r}; valid: {', '.join(FLOW_METHODS)}")
     if np.shape(a)[:2] != np.shape(b)[:2]:
         raise InputError(f"images must have the same size for flow, got {np.shape(a)[:2]} and {np.shape(b)[:2]}; resize one first")
-    ga, gb = _gray(a), _gray(b)
-    if method == "dis":
-        if preset not in DIS_PRESETS:
-            raise ConfigError(f"unknown DIS preset {preset!r}; valid: {', '.join(DIS_PRESETS)}")
-        dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
-        if finest_scale is not None:
-            dis.setFinestScale(int(finest_scale))
-        return dis.calc(ga, gb, None).astype(np.float32)
-    if method == "farneback":
-        return cv2.calcOpticalFlowFarneback(ga, gb, None, *farneback, 0).astype(np.float32)
-    raise ConfigError(f"unknown flow method {method!r}; valid: dis, farneback")
+    if min(np.shape(a)[:2]) < 2:
+        raise InputError(f"images of {np.shape(a)[1]}x{np.shape(a)[0]} px are too small for optical flow "
+                         "(both sides must be at least 2 px)")
+    fn, _, _ = FLOW_METHODS[method]
+    return fn(a, b, preset=preset, farneback=farneback, finest_scale=finest_scale, **options)
 
 
 def read_flo(path) -> np.ndarray:
