@@ -117,5 +117,6 @@ to_png(rows, OUT / "06_samples.png", scale=2)
 
 # %%
 motions = ("static", "pan-left", "zoom-in") if SMALL else MOTIONS
+print(f"held-out clips: {mine.frames} frames at {mine.size}x{mine.size}, 1 per class")
 report = evaluate({"tutorial model": mine}, clips_per_class=1, steps=steps, motions=motions, progress=not SMALL)
 print(format_table(report))
