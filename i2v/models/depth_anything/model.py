@@ -42,6 +42,11 @@ Facts not visible in any tensor shape (checked against the original code):
 
 Entry points: :func:`estimate_depth` (i2v's RGB uint8 images), :meth:`DepthAnythingV2.infer_image` (BGR as
 ``cv2.imread`` gives it, like the original), :meth:`DepthAnythingV2.forward` (a preprocessed batch).
+
+Two departures from the original's order of operations, both exact in arithmetic and marked where they happen:
+each fusion block's 1x1 ``out_conv`` runs before its bilinear upsampling (they commute), and the head keeps the
+token maps channels-last (a free view) and drops each pyramid level once fused. They make the head ~1.5x faster
+and the peak memory ~0.7x of transformers' on CPU (benchmarks/depth.py).
 """
 
 from __future__ import annotations
