@@ -366,3 +366,21 @@ def test_camera_move_takes_the_converted_depth(tiny):
     dm = to_camera_depth(estimate_depth(model, img, 28))
     frames = render_camera_move(img, dm, move="orbit", frames=2, progress=False, verbose=False)
     assert frames.shape == (2, 3, 28, 42) and torch.isfinite(frames).all()
+
+
+def test_half_stored_and_prefixed_files_load(tiny, tmp_path):
+    """A float16-stored file upcasts to float32 (or loads as asked with dtype=); a DataParallel ``module.``
+    prefix is dropped."""
+    model, _ = tiny
+    half = {f"module.{k}": v.half() for k, v in model.state_dict().items()}
+    torch.save(half, tmp_path / "half.pth")
+    loaded = DepthAnythingV2.from_pretrained(tmp_path / "half.pth")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    ref = {k.removeprefix("module."): v.float() for k, v in half.items()}
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in ref.items())
+    bf16 = DepthAnythingV2.from_pretrained(tmp_path / "half.pth", dtype="bf16")
+    img = np.random.default_rng(2).integers(0, 256, (30, 44, 3), dtype=np.uint8)
+    d32, d16 = estimate_depth(loaded, img, 28), estimate_depth(bf16, img, 28)
+    assert d16.dtype == np.float32 and rel_err(torch.from_numpy(d16), torch.from_numpy(d32)) < 0.1
+    with pytest.raises(ConfigError, match="dtype"):
+        DepthAnythingV2.from_pretrained(tmp_path / "half.pth", dtype="int8")
