@@ -38,7 +38,8 @@ ENCODERS = {
                  layers=(4, 11, 17, 23)),
 }
 
-# our key (= the released file's) -> transformers' key (transformers >= 5: q_proj/k_proj/v_proj/o_proj).
+# our key (= the released file's) -> transformers' key. transformers >= 5 names (q_proj/k_proj/v_proj/o_proj,
+# gate_proj/up_proj/down_proj); 4.x called them attention.attention.query... and weights_in/weights_out.
 # The fused qkv is split in three; refinenet{i} is fusion_stage.layers.{4-i} (transformers fuses coarse first).
 RENAMES = [
     (r"^pretrained\.cls_token$", "backbone.embeddings.cls_token"),
