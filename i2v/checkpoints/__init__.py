@@ -20,7 +20,7 @@ from .files import (CheckpointInfo, PICKLE_SUFFIXES, SAFETENSORS_SUFFIXES, WEIGH
 _LAZY = {
     "StateDict": "state_dict", "open_state_dict": "state_dict", "load_state_dict": "state_dict",
     "COMMON_PREFIXES": "state_dict",
-    "load_into": "strict", "check_keys": "strict", "skipped_by": "strict",
+    "load_into": "strict", "load_model": "strict", "check_keys": "strict", "skipped_by": "strict",
 }
 
 

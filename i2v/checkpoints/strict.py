@@ -6,6 +6,8 @@
         model = WanDiT(WanDiTConfig.from_state_dict(sd.shapes))
     load_into(model, sd, source=path, skip=SKIPS, dtype=torch.bfloat16, device="cuda")
 
+:func:`load_model` is that pattern in one call: ``load_model(WanDiT, config, sd, source=path, ...)``.
+
 1. :func:`check_keys` compares the model's own keys and shapes with the checkpoint's: a key the model needs and the
    file lacks (missing), a key the file has and the model does not use and no ``skip`` rule names (unexpected),
    and a shape that differs (misshaped) are all reported at once, in one :class:`~i2v.errors.CheckpointError`
@@ -118,3 +120,11 @@ def load_into(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, sourc
         raise RuntimeError(f"{type(model).__name__}: {_show(still_meta)} stayed on the meta device (not in the "
                            "checkpoint): a non-persistent buffer cannot be loaded; compute it in forward() instead")
     return model
+
+
+def load_model(cls, config, state_dict: Mapping[str, torch.Tensor], **kwargs) -> nn.Module:
+    """``cls(config)`` built on the meta device (no memory, no random initialisation) and filled strictly by
+    :func:`load_into` (keyword arguments as there); returned in eval mode."""
+    with torch.device("meta"):
+        model = cls(config)
+    return load_into(model, state_dict, **kwargs).eval()

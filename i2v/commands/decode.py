@@ -25,7 +25,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     set_threads(args.threads)
-    import torch
 
     from ..pipelines.svd import SVDPipeline, load_latents
 

@@ -41,7 +41,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    import torch
 
     from ..errors import ConfigError
     from ..evaluate import Report, evaluate, format_table, samples_figure

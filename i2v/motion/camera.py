@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..image import to_tensor
 from . import moves
 from .moves import EASINGS, FILLS, MOVES  # noqa: F401  (the tables the CLI lists)

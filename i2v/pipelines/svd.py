@@ -31,14 +31,11 @@ from __future__ import annotations
 import gc
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import latents as latents_file

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ...checkpoints import load_into
+from ...checkpoints import load_model
 from ...data.procedural import MOTIONS
 from ...diffusion.denoisers import Proposal
 from ...errors import CheckpointError
@@ -172,7 +172,5 @@ def require(shapes: dict, key: str, what: str) -> tuple[int, ...]:
 def build(cls, config_cls, sd, source: str | None = None):
     """A backbone built on the meta device from ``sd``'s shapes and filled strictly (every tensor used)."""
     shapes = sd.shapes if hasattr(sd, "shapes") else {k: tuple(v.shape) for k, v in sd.items()}
-    with torch.device("meta"):
-        model = cls(config_cls.from_state_dict(shapes))
-    return load_into(model, sd, source=source or f"the {cls.__name__} state dict", dtype=torch.float32,
+    return load_model(cls, config_cls.from_state_dict(shapes), sd, source=source or f"the {cls.__name__} state dict", dtype=torch.float32,
                      device="cpu", hint=f"Is it a checkpoint of this backbone ({cls.__name__}), saved by `i2v train`?")

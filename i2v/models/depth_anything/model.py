@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ...checkpoints import load_into, open_state_dict
+from ...checkpoints import load_model, open_state_dict
 from ...errors import CheckpointError, ConfigError, InputError
 from ...nn.attention import attention
 
@@ -426,9 +426,7 @@ class DepthAnythingV2(nn.Module):
             if dtype not in DTYPES:
                 raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
             dtype = DTYPES[dtype]
-        with torch.device("meta"):
-            model = cls(cfg)
-        load_into(model, sd, dtype=dtype or torch.float32, device=device,
+        model = load_model(cls, cfg, sd, dtype=dtype or torch.float32, device=device,
                   hint="Depth Anything V2 files hold pretrained.* (DINOv2) and depth_head.* (DPT) only")
         return model.eval().requires_grad_(False)
 

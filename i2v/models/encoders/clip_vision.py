@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ...checkpoints import load_into, open_state_dict
+from ...checkpoints import load_model, open_state_dict
 from ...errors import CheckpointError, InputError
 from ...nn.attention import attention
 
@@ -204,9 +204,7 @@ class ClipVision(nn.Module):
         elif any(k.startswith("vision_model.") for k in sd):
             sd = transformers_to_open_clip(sd, source)
         cfg = ClipVisionConfig.from_state_dict(_shapes(sd), head_width=head_width, act=act, where=source)
-        with torch.device("meta"):
-            model = cls(cfg)
-        return load_into(model, sd, source=source, skip=skip, dtype=dtype or torch.float32, device=device).eval()
+        return load_model(cls, cfg, sd, source=source, skip=skip, dtype=dtype or torch.float32, device=device)
 
 
 def _shapes(sd) -> dict:

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ...checkpoints import load_into, open_state_dict
+from ...checkpoints import load_model, open_state_dict
 from ...errors import CheckpointError, ConfigError, InputError
 from ...nn.attention import attention
 
@@ -241,9 +241,7 @@ class T5Encoder(nn.Module):
             num_heads = _check_hf_config(hf, num_heads, str(config_file))
             sd, skip = hf_to_wan(sd)
         cfg = Config.from_state_dict(sd.shapes, num_heads=num_heads)
-        with torch.device("meta"):
-            model = cls(cfg)
-        load_into(model, sd, source=str(path), skip=skip, dtype=dtype, device=device,
+        model = load_model(cls, cfg, sd, source=str(path), skip=skip, dtype=dtype, device=device,
                   hint="Expected Wan's models_t5_umt5-xxl-enc-bf16.pth or a UMT5EncoderModel/T5EncoderModel folder")
         return model.eval().requires_grad_(False)
 

@@ -57,7 +57,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ...checkpoints import load_into, open_state_dict
+from ...checkpoints import load_model, open_state_dict
 from ... import runtime
 from ...errors import CheckpointError, ConfigError, InputError
 
@@ -474,9 +474,7 @@ class RAFT(nn.Module):
             cfg = Config.from_state_dict(sd.shapes)
         except CheckpointError as e:
             raise CheckpointError(f"{path}: {e}") from None
-        with torch.device("meta"):
-            model = cls(cfg)
-        load_into(model, sd, source=str(path), skip=SKIP, dtype=runtime.dtype(dtype) or torch.float32, device=device,
+        model = load_model(cls, cfg, sd, source=str(path), skip=SKIP, dtype=runtime.dtype(dtype) or torch.float32, device=device,
                   hint="Is it a RAFT file of another variant, or truncated?")
         return model.eval()
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...checkpoints import load_into, open_state_dict
+from ...checkpoints import load_model, open_state_dict
 from ...errors import CheckpointError, InputError
 from ...motion.warp import backward_warp
 from .detect import V425_WIDTHS, version
@@ -185,9 +185,7 @@ def load(path: str | os.PathLike, device="cpu", dtype: torch.dtype = torch.float
         cfg = Config.from_state_dict(sd.shapes)
     except CheckpointError as e:
         raise CheckpointError(f"{path}: {e}") from None
-    with torch.device("meta"):
-        model = IFNet(cfg)
-    load_into(model, sd, dtype=dtype, device=device,
+    model = load_model(IFNet, cfg, sd, dtype=dtype, device=device,
               hint="Is this a training checkpoint (teacher/caltime) or another model?")
     return model.eval()
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...checkpoints import load_into, open_state_dict
+from ...checkpoints import load_model, open_state_dict
 from ...errors import CheckpointError, ConfigError
 from ..encoders.clip_vision import ClipVision, ClipVisionConfig, transformers_to_open_clip, _transformers_config
 from .vae import SVDVAE, SVDVAEConfig
@@ -105,16 +105,12 @@ def _shapes(sd) -> dict:
 def build_vae(sd, source: str, dtype=None, device=None) -> SVDVAE:
     """An SVDVAE with the config of ``sd``'s shapes (own key names), built on meta and filled strictly."""
     cfg = SVDVAEConfig.from_state_dict(_shapes(sd), where=source)
-    with torch.device("meta"):
-        model = SVDVAE(cfg)
-    return load_into(model, sd, source=source, dtype=dtype, device=device).eval().requires_grad_(False)
+    return load_model(SVDVAE, cfg, sd, source=source, dtype=dtype, device=device).requires_grad_(False)
 
 
 def build_clip(sd, source: str, head_width: int | None = None, act: str = "gelu", dtype=None, device=None) -> ClipVision:
     cfg = ClipVisionConfig.from_state_dict(_shapes(sd), head_width=head_width, act=act, where=source)
-    with torch.device("meta"):
-        model = ClipVision(cfg)
-    return load_into(model, sd, source=source, dtype=dtype, device=device).eval().requires_grad_(False)
+    return load_model(ClipVision, cfg, sd, source=source, dtype=dtype, device=device).requires_grad_(False)
 
 
 def build_unet(sd, source: str, head_channels: int = 64, dtype=None, device=None):

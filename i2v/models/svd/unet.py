@@ -30,17 +30,15 @@ family's other formats in :mod:`i2v.models.svd.checkpoint` (:data:`~i2v.models.s
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from ...checkpoints import load_into
+from ...checkpoints import load_model
 from ...errors import CheckpointError, ConfigError, InputError
 from ...nn.attention import CrossAttention, FeedForward
 from ...nn.conv import TemporalConv
@@ -423,7 +421,5 @@ class SVDUNet(nn.Module):
                                   f"in the original single-file layout")
         shapes = own.shapes if hasattr(own, "shapes") else {k: tuple(v.shape) for k, v in own.items()}
         config = SVDUNetConfig.from_state_dict(shapes, num_head_channels=num_head_channels, source=source)
-        with torch.device("meta"):
-            model = cls(config)
-        load_into(model, own, source=source, dtype=dtype, device=device, prefix=prefix)
-        return model.eval().requires_grad_(False)
+        model = load_model(cls, config, own, source=source, dtype=dtype, device=device, prefix=prefix)
+        return model.requires_grad_(False)
