@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import animate, camera, cinemagraph, decode, eval, flow, inspect, interpolate, samplers, train
+from .commands import animate, camera, cinemagraph, decode, depth, eval, flow, inspect, interpolate, samplers, train
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
@@ -22,6 +22,7 @@ COMMANDS = {
     "samplers": samplers,
     "inspect": inspect,
     "flow": flow,
+    "depth": depth,
     "camera": camera,
     "cinemagraph": cinemagraph,
     "interpolate": interpolate,

@@ -66,3 +66,51 @@ def test_cli_interpolate_with_raft_flows(tmp_path, raft_case):
     assert got.shape == (3, *a.shape) and np.array_equal(got, want)
     dis = interpolate_frames(np.stack([a, b]), 2, progress=False)
     assert not np.array_equal(dis[1], want[1])  # the flow really came from RAFT
+
+
+# ------------------------------------------------------------------------------------------- depth
+
+@pytest.fixture(scope="module")
+def dav2_case():
+    import json
+
+    case = shared_path("reference", "dav2-tiny")
+    e = load_file(str(case / "expected.safetensors"))
+    size = json.loads((case / "case.json").read_text()).get("input_size", 266)
+    return case / "depth_anything_v2_tiny.pth", e, size
+
+
+def test_cli_depth_writes_the_original_infer_image(tmp_path, dav2_case):
+    ckpt, e, size = dav2_case
+    rgb = e["inputs.image_bgr"].numpy()[:, :, ::-1]
+    Image.fromarray(np.ascontiguousarray(rgb)).save(tmp_path / "teddy.png")
+    assert main(["depth", str(tmp_path / "teddy.png"), "-o", str(tmp_path / "d.npy"), "--checkpoint", str(ckpt),
+                 "--input-size", str(size), "--viz", str(tmp_path / "viz.png"), "--threads", "1"]) == 0
+    got, want = np.load(tmp_path / "d.npy"), e["depth_full"].numpy()
+    assert got.shape == want.shape and np.abs(got - want).max() <= 1e-3 * np.abs(want).max()
+    viz = np.asarray(Image.open(tmp_path / "viz.png"))
+    assert viz.shape == (*want.shape, 3) and viz.std() > 10
+    assert main(["depth", str(tmp_path / "teddy.png"), "-o", str(tmp_path / "d.png"), "--checkpoint", str(ckpt),
+                 "--input-size", str(size)]) == 0
+    png = np.asarray(Image.open(tmp_path / "d.png")).astype(np.float64)
+    assert np.abs(png - want / want.max() * 255).max() <= 1.01  # d / max d, 8 bits: brighter = nearer
+
+
+def test_cli_camera_with_a_depth_model(tmp_path, dav2_case, capsys):
+    ckpt, e, size = dav2_case
+    rgb = np.ascontiguousarray(e["inputs.image_bgr"].numpy()[::2, ::2, ::-1])
+    Image.fromarray(rgb).save(tmp_path / "teddy.png")
+    assert main(["camera", str(tmp_path / "teddy.png"), "--depth-model", str(ckpt), "--move", "orbit", "--frames", "3",
+                 "-o", str(tmp_path / "cam"), "--threads", "1"]) == 0
+    assert "Depth Anything V2" in capsys.readouterr().out
+    frames = sorted((tmp_path / "cam").iterdir())
+    assert len(frames) == 3 and np.array_equal(np.asarray(Image.open(frames[0])), rgb)  # frame 0 is the photo
+    assert not np.array_equal(np.asarray(Image.open(frames[2])), rgb)
+
+
+def test_a_raft_file_is_not_a_depth_model(tmp_path, capsys):
+    raft = shared_path("reference", "raft-small", "raft.pth")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    assert main(["depth", str(tmp_path / "a.png"), "-o", str(tmp_path / "d.npy"), "--checkpoint", str(raft)]) == 1
+    err = capsys.readouterr().err
+    assert "RAFT" in err and err.count("\n") == 1 and not (tmp_path / "d.npy").exists()

@@ -3,6 +3,7 @@
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..image import load_image
 from ..motion.moves import EASINGS, FILLS, MOVES
 from ..runtime import add_threads_argument, set_threads
@@ -13,6 +14,7 @@ MOVE_LINES = "\n".join(f"  {name:<14} {desc} (default amount {default:g})" for n
 EXAMPLES = f"""examples:
   i2v camera photo.jpg --depth depth.png --move orbit --frames 48 -o out.mp4
   i2v camera photo.jpg --depth depth.npy --move dolly-in --amount 0.4 -o in.mp4
+  i2v camera photo.jpg --depth-model depth_anything_v2_vits.pth --move orbit -o orbit.mp4   (any photo)
   i2v camera photo.jpg --move zoom-in -o zoom.gif           (no depth: a stated fallback prior is used)
   i2v camera photo.jpg --depth d.png --move orbit --easing swing -o loop.mp4   (there and back: loops)
 
@@ -26,6 +28,10 @@ nearer, value / --depth-scale); 0 = unknown. --depth-kind overrides depth/dispar
 def add_arguments(parser):
     parser.add_argument("image", type=Path, help="input photo")
     parser.add_argument("--depth", type=Path, help="depth or disparity map (.npy, 16-bit or 8-bit PNG/PGM)")
+    parser.add_argument("--depth-model", type=Path, metavar="CHECKPOINT",
+                        help="estimate depth with Depth Anything V2 (depth_anything_v2_vits/vitb/vitl.pth) instead")
+    parser.add_argument("--depth-range", type=float, default=10.0,
+                        help="with --depth-model: farthest / nearest depth the inverse depth is mapped to (default 10)")
     parser.add_argument("--depth-kind", choices=["depth", "disparity"], help="what the depth file holds (default by type)")
     parser.add_argument("--depth-scale", type=float, help="divide the file's values by this (e.g. 4 for Middlebury disparity)")
     parser.add_argument("--move", default="orbit", help=f"camera move (default orbit): {', '.join(MOVES)}")
@@ -41,10 +47,21 @@ def add_arguments(parser):
 
 def run(args) -> int:
     check_output(args)
+    if args.depth is not None and args.depth_model is not None:
+        raise ConfigError("--depth gives a depth map and --depth-model estimates one: pass only one of them")
+    if not args.depth_range > 1:
+        raise ConfigError(f"--depth-range is farthest / nearest depth and must be > 1, got {args.depth_range}")
     set_threads(args.threads)
     from ..motion.camera import render_camera_move
 
-    frames = render_camera_move(load_image(args.image), args.depth, move=args.move, frames=args.frames,
+    image = load_image(args.image)
+    depth = args.depth
+    if args.depth_model is not None:
+        from ..motion.depth import depth_from_model
+
+        depth = depth_from_model(image, args.depth_model, device=args.device, depth_range=args.depth_range)
+        print(f"note: {depth.note}")
+    frames = render_camera_move(image, depth, move=args.move, frames=args.frames,
                                 amount=args.amount, fov=args.fov, easing=args.easing, fill=args.fill,
                                 depth_kind=args.depth_kind, depth_scale=args.depth_scale, device=args.device)
     write_video(frames, args)

@@ -128,3 +128,75 @@ def load_depth(path, size: tuple[int, int], kind: str | None = None, scale: floa
     """Read ``path`` (see the module docstring for formats) and prepare it for an image of ``size`` = (h, w)."""
     values, kind = read_depth_file(path, kind, scale)
     return prepare_depth(values, kind, size, name=str(path))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Learned depth: Depth Anything V2 (i2v/models/depth_anything) on any photo
+# ---------------------------------------------------------------------------------------------------------------
+
+_MODELS: dict = {}
+
+
+def load_depth_model(checkpoint, device="cpu"):
+    """A Depth Anything V2 model for ``checkpoint`` (depth_anything_v2_vits/vitb/vitl.pth), loaded once per
+    (file, device). A file of another model (a RAFT file, say) is a clear CheckpointError."""
+    key = (str(Path(checkpoint).resolve()), str(device))
+    if key not in _MODELS:
+        from ..models.depth_anything.model import DepthAnythingV2
+
+        _MODELS[key] = DepthAnythingV2.from_pretrained(checkpoint, device=device)
+    return _MODELS[key]
+
+
+def estimate_depth(image, checkpoint=None, input_size: int = 518, device="cpu", model=None) -> np.ndarray:
+    """Relative inverse depth (h, w) float32 of an RGB image (path or array), larger = nearer, at the image's size
+    (Depth Anything V2's ``infer_image``: resized to ``input_size``, a multiple of 14, and back)."""
+    from ..image import to_uint8
+    from ..models.depth_anything.model import estimate_depth as infer
+
+    return infer(model if model is not None else load_depth_model(checkpoint, device), to_uint8(image), input_size)
+
+
+def depth_from_model(image, checkpoint, input_size: int = 518, device="cpu", depth_range: float = 10.0) -> DepthMap:
+    """The DepthMap a camera move needs, from Depth Anything V2 on ``image``: its inverse depth turned into depth by
+    :func:`i2v.models.depth_anything.model.to_camera_depth` (the stated shift: farthest / nearest = ``depth_range``)."""
+    from ..models.depth_anything.model import to_camera_depth
+
+    return to_camera_depth(estimate_depth(image, checkpoint, input_size, device), depth_range)
+
+
+def depth_preview(inverse_depth: np.ndarray) -> np.ndarray:
+    """(h, w) inverse depth -> (h, w, 3) uint8 RGB picture (near = bright yellow, far = dark purple: 'inferno')."""
+    import cv2
+
+    d = np.nan_to_num(np.asarray(inverse_depth, np.float64))
+    lo, hi = float(d.min()), float(d.max())
+    grey = ((d - lo) / (hi - lo) * 255).round().astype(np.uint8) if hi > lo else np.zeros(d.shape, np.uint8)
+    return cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()  # BGR -> RGB
+
+
+def write_inverse_depth(path, inverse_depth: np.ndarray) -> Path:
+    """Write inverse depth: ``.npy`` (float32 as is) or ``.png`` (8-bit, d / max d * 255: the disparity convention
+    of this module, brighter = nearer, so ``i2v camera --depth`` reads it back as disparity). Atomic."""
+    import os
+
+    path = Path(path)
+    d = np.asarray(inverse_depth, np.float32)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, d)
+        elif path.suffix.lower() == ".png":
+            from PIL import Image
+
+            top = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
+            grey = np.zeros(d.shape, np.uint8) if top <= 0 else (np.clip(d / top, 0, 1) * 255).round().astype(np.uint8)
+            Image.fromarray(grey).save(tmp)
+        else:
+            raise InputError(f"{path}: depth output must end in .npy (float inverse depth) or .png (8-bit, brighter = nearer)")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
