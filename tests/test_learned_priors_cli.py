@@ -114,3 +114,44 @@ def test_a_raft_file_is_not_a_depth_model(tmp_path, capsys):
     assert main(["depth", str(tmp_path / "a.png"), "-o", str(tmp_path / "d.npy"), "--checkpoint", str(raft)]) == 1
     err = capsys.readouterr().err
     assert "RAFT" in err and err.count("\n") == 1 and not (tmp_path / "d.npy").exists()
+
+
+# ------------------------------------------------------------------------------------------- motion transfer
+
+def test_cinemagraph_takes_its_motion_from_a_clip(tmp_path):
+    """A clip that pans 2 px/frame right gives a field of (+2, 0) inside the brushed box and 0 outside; the loop it
+    drives equals the loop driven by that field given directly."""
+    import json
+
+    from i2v.motion.eulerian import cinemagraph, motion_from_video
+
+    rng = np.random.default_rng(0)
+    tex = np.asarray(Image.fromarray((rng.random((40, 60, 3)) * 255).astype(np.uint8)).resize((240, 160), Image.BICUBIC))
+    clip = np.stack([np.roll(tex, 2 * k, axis=1) for k in range(5)])[:, :, 40:200]  # (5, 160, 160, 3)
+    (tmp_path / "clip").mkdir()
+    for k, f in enumerate(clip):
+        Image.fromarray(f).save(tmp_path / "clip" / f"{k}.png")
+    photo = clip[0]
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    (tmp_path / "brush.json").write_text(json.dumps({"regions": [{"box": [40, 40, 120, 120], "direction": 0,
+                                                                  "speed": 1, "feather": 0}]}))
+    mask = np.zeros((160, 160), np.float32)
+    mask[40:120, 40:120] = 1
+    m = motion_from_video(clip, 160, 160, mask, "dis", progress=False)
+    assert np.abs(m[60:100, 60:100, 0] - 2).mean() < 0.1 and np.abs(m[60:100, 60:100, 1]).mean() < 0.1
+    assert np.abs(m[mask == 0]).max() == 0
+    assert main(["cinemagraph", str(tmp_path / "photo.png"), "--motion-from", str(tmp_path / "clip"),
+                 "--motion", str(tmp_path / "brush.json"), "--frames", "4", "-o", str(tmp_path / "loop"),
+                 "--threads", "1"]) == 0
+    got = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "loop").iterdir())])
+    want = (cinemagraph(photo, motion_from_video(clip, 160, 160, _brush_mask(tmp_path / "brush.json"), "dis",
+                                                 progress=False), frames=4, progress=False)
+            .clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(got, want)  # the command derived the same mask from the brush and the same field
+
+
+def _brush_mask(path):
+    from i2v.motion.eulerian import brush_to_motion
+
+    b = brush_to_motion(path, 160, 160)
+    return (np.hypot(b[..., 0], b[..., 1]) > 1e-6).astype(np.float32)

@@ -154,6 +154,37 @@ def load_motion(path, h: int, w: int, speed: float = 1.0) -> np.ndarray:
     return m * float(speed)
 
 
+def motion_from_video(frames, h: int, w: int, mask=None, flow: str = "dis", progress: bool = True,
+                      **flow_options) -> np.ndarray:
+    """Motion transfer: the static velocity field of a reference clip, for an (h, w) photo.
+
+    M(x) = mean over k of F_{k->k+1}(x), the optical flow from each frame of ``frames`` ((t, H, W, 3) uint8) to the
+    next (``flow``: a method of :data:`i2v.motion.flow.FLOW_METHODS`, e.g. "raft" with ``checkpoint=``), resized
+    to (h, w) with its vectors scaled, then multiplied by ``mask`` ((h, w) weights in [0, 1], e.g. the regions of
+    a motion brush) -- the mean motion of the clip inside the brushed mask. Returns (h, w, 2) float32 pixels/frame."""
+    import cv2
+    from tqdm.auto import tqdm
+
+    from .flow import estimate_flow
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or len(frames) < 2:
+        raise InputError(f"--motion-from needs a clip of at least 2 frames, got an array of shape {frames.shape}")
+    total = np.zeros(frames.shape[1:3] + (2,), np.float64)
+    for k in tqdm(range(len(frames) - 1), desc=f"motion from clip ({flow})", unit="pair", disable=not progress):
+        total += estimate_flow(frames[k], frames[k + 1], flow, **flow_options)
+    m = (total / (len(frames) - 1)).astype(np.float32)
+    H, W = m.shape[:2]
+    if (H, W) != (h, w):  # a clip of another size: resample the field and scale its vectors with it
+        m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) * np.array([w / W, h / H], np.float32)
+    if mask is not None:
+        mask = np.asarray(mask, np.float32)
+        if mask.shape != (h, w):
+            raise InputError(f"the motion mask is {mask.shape[1]}x{mask.shape[0]}, the photo {w}x{h}")
+        m = m * mask[..., None]
+    return m
+
+
 def integrate(motion: torch.Tensor, steps: int) -> torch.Tensor:
     """Euler integration of a static velocity field (Holynski et al. eq. 3). ``motion`` (b, 2, h, w) pixels per frame.
     Returns (steps + 1, b, 2, h, w) displacements F_{0->t}, t = 0 .. steps, F_{0->0} = 0."""
