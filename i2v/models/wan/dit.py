@@ -352,7 +352,7 @@ class WanDiT(nn.Module):
             t = t.expand(b, f).clone()
             t[:, 0] = 0  # the clean image latent: noise level 0
         sinusoid = timestep_embedding(t.flatten().double(), self.config.freq_dim).float()  # cos, sin; float64 args
-        e = self.time_embedding(sinusoid).view(b, t.shape[1], -1)  # (b, f|1, dim)
+        e = self.time_embedding(sinusoid.view(b, t.shape[1], -1))  # (b, f|1, dim)
         e0 = self.time_projection(e).unflatten(-1, (6, -1))  # (b, f|1, 6, dim)
         return e, e0
 
