@@ -147,6 +147,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(F, "rms_norm"):  # torch >= 2.4: the same formula in one fused pass
+            return F.rms_norm(x.float(), self.weight.shape, self.weight, self.eps)
         x = x.float()
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
@@ -189,11 +191,13 @@ class CrossAttention(nn.Module):
             self.norm_k_img = RMSNorm(dim, eps)
         self.image = image
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, image: torch.Tensor | None) -> torch.Tensor:
-        # x (b, L, dim); text (b, 512, dim); image (b, 257|514, dim) -- all in the compute dtype
+    def forward(self, x: torch.Tensor, text: torch.Tensor, image: torch.Tensor | None,
+                text_bias: torch.Tensor | None = None) -> torch.Tensor:
+        # x (b, L, dim); text (b, m <= 512, dim); image (b, 257|514, dim) -- all in the compute dtype;
+        # text_bias (1, m): log multiplicity of each text row (see WanDiT.embed_text)
         dt = x.dtype
         q = self.norm_q(self.q(x)).to(dt)
-        out = attention(q, self.norm_k(self.k(text)).to(dt), self.v(text), heads=self.heads)  # (b, L, dim)
+        out = attention(q, self.norm_k(self.k(text)).to(dt), self.v(text), heads=self.heads, bias=text_bias)
         if self.image:
             out = out + attention(q, self.norm_k_img(self.k_img(image)).to(dt), self.v_img(image), heads=self.heads)
         return self.o(out)
@@ -213,17 +217,25 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, d))
         self.modulation = nn.Parameter(torch.zeros(1, 6, d))  # this block's offset to the shared e0
 
-    def forward(self, x, e0, cos, sin, text, image):
+    def forward(self, x, e0, cos, sin, text, image, text_bias=None):
         # x (b, f, n, dim) float32 residual stream, tokens grouped by latent frame; e0 (b, f|1, 6, dim) float32
         dt = text.dtype  # the compute dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e0).chunk(6, dim=2)  # (b, f|1, 1, dim)
         h = modulate(self.norm1(x), shift1, scale1).to(dt)
         y = self.self_attn(h.flatten(1, 2), cos, sin).view_as(h)  # (b, L, dim) -> (b, f, n, dim)
         x = torch.addcmul(x, y, gate1)  # x + gate1 * y, in float32
-        y = self.cross_attn(self.norm3(x).to(dt).flatten(1, 2), text, image).view_as(x)
+        y = self.cross_attn(self.norm3(x).to(dt).flatten(1, 2), text, image, text_bias).view_as(x)
         x = x + y
-        y = self.ffn(modulate(self.norm2(x), shift2, scale2).to(dt))
+        y = self.feed_forward(modulate(self.norm2(x), shift2, scale2).to(dt))
         return torch.addcmul(x, y, gate2)
+
+    def feed_forward(self, h: torch.Tensor) -> torch.Tensor:
+        """ffn = Linear-GELU(tanh)-Linear. Its hidden layer (ffn_dim wide) is the largest activation of the model;
+        at inference the GELU overwrites it in place, so it needs one buffer instead of two."""
+        if torch.is_grad_enabled():  # autograd needs the GELU's input
+            return self.ffn(h)
+        fc1, act, fc2 = self.ffn
+        return fc2(torch.ops.aten.gelu_(fc1(h), approximate=act.approximate))
 
 
 class Head(nn.Module):
@@ -318,7 +330,7 @@ class WanDiT(nn.Module):
         x = tokens.float()  # (b, f, n, dim): the residual stream, float32
 
         e, e0 = self.time_embeddings(t, b, f, clean_first_frame)
-        text = self.text_embedding(pad_context(context, TEXT_LEN).to(dt))  # (b, 512, dim)
+        text, text_bias = self.embed_text(context)  # (b, m <= 512, dim), (1, m)
         image = None
         if cfg.image_dim is not None:
             if clip is None:
@@ -332,11 +344,31 @@ class WanDiT(nn.Module):
         cos, sin = (c.float() for c in rope_3d(f, h, w, cfg.head_dim, theta=cfg.theta, dtype=torch.float64,
                                                device=x.device))  # (L, head_dim / 2), once for all blocks
         for i, block in enumerate(self.blocks):
-            x = block(x, e0, cos, sin, text, image)
+            x = block(x, e0, cos, sin, text, image, text_bias)
             if dt == torch.float16:  # fp16 overflows on bf16-trained weights: say where
                 _check_finite(x, f"block {i}")
         out = self.head(x, e)  # (b, f, n, p q r c)
         return rearrange(out.float(), "b f (h w) (p q r c) -> b c (f p) (h q) (w r)", h=h, p=pt, q=ph, r=pw)
+
+    def embed_text(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """text_embedding of the T5 output zero-padded to 512 rows, the padding compressed exactly.
+
+        The cross-attention attends to all 512 rows (the original masks nothing), but the rows after the prompt
+        are zero, so they embed to one and the same key and value. n identical keys weigh in softmax like one
+        key whose logit is raised by ln n: exp(q.k + ln n) = n exp(q.k). So only the rows up to the longest
+        prompt of the batch plus one padding row are embedded, and ``bias`` (m,) adds ln(512 - n_text) to that
+        row's logit (0 elsewhere; a shorter prompt's extra padding rows are explicit keys and count too).
+        Returns (text (b, m, dim), bias (1, m) or None when nothing is padded)."""
+        dt = self.compute_dtype
+        context = pad_context(context, TEXT_LEN)  # (b, 512, text_dim)
+        used = context.any(dim=-1)  # (b, 512): rows that are not padding
+        n_text = int((used * torch.arange(1, TEXT_LEN + 1, device=used.device)).amax())  # longest prompt
+        if n_text >= TEXT_LEN - 1:  # nothing (or a single row) to compress
+            return self.text_embedding(context.to(dt)), None
+        text = self.text_embedding(context[:, : n_text + 1].to(dt))  # row n_text: the padding's embedding
+        bias = torch.zeros(1, n_text + 1, device=text.device, dtype=dt)  # broadcasts to (b, heads, L, m)
+        bias[0, n_text] = math.log(TEXT_LEN - n_text)
+        return text, bias
 
     def time_embeddings(self, t: torch.Tensor, b: int, f: int, clean_first_frame: bool):
         """e (b, f|1, dim) and e0 (b, f|1, 6, dim) in float32 from t (b,) or (b, f): one row per latent frame when
@@ -413,7 +445,7 @@ def pad_context(context: torch.Tensor, length: int = TEXT_LEN) -> torch.Tensor:
         context = context[None]
     if context.shape[1] > length:
         raise InputError(f"Wan DiT: the text context has {context.shape[1]} rows, more than the model's {length}")
-    return F.pad(context, (0, 0, 0, length - context.shape[1]))
+    return context if context.shape[1] == length else F.pad(context, (0, 0, 0, length - context.shape[1]))
 
 
 def float32_parameters(model: WanDiT) -> set[str]:
