@@ -421,6 +421,9 @@ class WanDiT(nn.Module):
         with torch.device("meta"):
             model = cls(cfg)
         dtype = dtype or torch.float32
+        if dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            raise ConfigError(f"Wan DiT: dtype is the compute dtype (float32, bfloat16 or float16), got {dtype}; "
+                              "float8 files load with keep_fp8=True")
         float32 = float32_parameters(model)
         fp8_ok = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, Linear)} if keep_fp8 else set()
 
@@ -450,12 +453,12 @@ def pad_context(context: torch.Tensor, length: int = TEXT_LEN) -> torch.Tensor:
 
 def float32_parameters(model: WanDiT) -> set[str]:
     """The parameters the original computes with in float32 (its ``autocast(dtype=float32)`` regions and
-    WanLayerNorm): time embedding and projection, every modulation, the head, and all norms."""
+    WanLayerNorm): time embedding and projection, every modulation, the head, all norms, FLF2V's emb_pos."""
     names = set()
     for name, m in model.named_modules():
         if isinstance(m, (nn.LayerNorm, RMSNorm)) or name in ("time_embedding", "time_projection", "head"):
             names |= {f"{name}.{p}" for p, _ in m.named_parameters()}
-    return names | {n for n, _ in model.named_parameters() if n.endswith("modulation")}
+    return names | {n for n, _ in model.named_parameters() if n.endswith(("modulation", "emb_pos"))}
 
 
 def _check_finite(x: torch.Tensor, stage: str) -> None:
