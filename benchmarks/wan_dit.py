@@ -197,7 +197,7 @@ def full_size(args) -> list[dict]:
               f"{r['s_per_step']:.3f} s per step (CFG batch of 2), weights {r['weights_GiB']:.2f} GiB"
               + (f", peak above weights {r['peak_above_weights_GiB']:.2f} GiB" if peak is not None else "")
               + f"; x{spec['steps']} steps = {r['s_per_step'] * spec['steps']:.0f} s; published: {spec['published']}")
-        del model, x, kw
+        model = x = kw = None  # free the weights before the next model
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return results
