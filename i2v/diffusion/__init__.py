@@ -7,7 +7,8 @@ torch), so the command line can read :mod:`.catalog` -- the sampler and schedule
 # name -> submodule that defines it; an explicit table, resolved in __getattr__
 _LAZY = {
     "Denoiser": "denoisers", "Proposal": "denoisers", "PARAMETERIZATIONS": "denoisers", "discrete_timestep": "denoisers",
-    "CFGDenoiser": "guidance", "frame_ramp": "guidance",
+    "flow_timestep": "denoisers",
+    "CFGDenoiser": "guidance", "ImposeKnown": "guidance", "frame_ramp": "guidance",
     "SAMPLERS": "samplers", "get_sampler": "samplers", "progress_callback": "samplers",
     "SCHEDULES": "schedules", "get_schedule": "schedules",
 }

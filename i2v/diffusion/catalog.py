@@ -19,6 +19,8 @@ SAMPLERS = {
     "ddpm": ("DDPM ancestral sampling with posterior variance (DDIM eta=1)", "ve"),
     "lms": ("linear multistep, order 4, deterministic", "any"),
     "flow_euler": ("Euler in velocity form for flow-matching models (use with the 'flow' schedule)", "flow"),
+    "flow_unipc": ("UniPC bh2, order 2, for flow models: Wan's default solver (use the 'wan' schedule)", "flow"),
+    "flow_dpmpp_2m": ("DPM-Solver++(2M) in flow form: Wan's 'dpm++' (wan schedule, sigma_max 1.0)", "flow"),
 }
 
 SCHEDULES = {
@@ -28,4 +30,5 @@ SCHEDULES = {
     "scaled_linear": "Stable Diffusion scaled-linear betas 0.00085..0.012, converted to sigmas",
     "cosine": "cosine alpha_bar (Nichol & Dhariwal 2021), converted to sigmas",
     "flow": "flow-matching sigmas 1 -> 0 with SD3 time shift (sigma in [0, 1])",
+    "wan": "Wan's shifted flow sigmas from float32(0.999) (UniPC; sigma_max=1.0 for its DPM++), shift 5",
 }

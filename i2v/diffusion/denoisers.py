@@ -159,3 +159,16 @@ def discrete_timestep(train_sigmas: torch.Tensor) -> Callable:
         return ((1 - w) * low + w * high).to(sigma.dtype)
 
     return sigma_to_t
+
+
+def flow_timestep(num_train_timesteps: int = 1000) -> Callable:
+    """c_noise for flow models trained on integer timesteps (Wan): t = floor(num_train_timesteps * sigma), an
+    int64 tensor, as Wan's scheduler truncates ``sigma * 1000``. Computed in float64 from the sigma the denoiser
+    receives (float32: the product with 1000 is exact), so the :func:`~i2v.diffusion.schedules.wan` schedule gives
+    Wan's timesteps exactly; intermediate sigmas (Heun's, DPM-2's) are truncated the same way."""
+
+    def sigma_to_t(sigma: torch.Tensor) -> torch.Tensor:
+        t = (sigma.detach().to("cpu", torch.float64) * num_train_timesteps).floor().long()  # cpu: MPS has no float64
+        return t.to(sigma.device)
+
+    return sigma_to_t

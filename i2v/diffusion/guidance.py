@@ -58,3 +58,23 @@ class CFGDenoiser:
             # (t,) -> ((b t),) -> ((b t), 1, 1, 1)
             scale = append_dims(scale.to(x.device, x.dtype).repeat(x.shape[0] // T), x.ndim)
         return d_u + scale * (d_c - d_u)
+
+
+class ImposeKnown:
+    """Conditioning by replacement: D'(x, sigma, cond) = mask * known + (1 - mask) * D(x, sigma, cond).
+
+    Where ``mask`` is 1 the clean latent is known (Wan2.2 TI2V: latent frame 0 is the image's VAE latent), so the
+    data prediction there is the known latent itself. Start from ``x = mask * known + (1 - mask) * noise``: every
+    sampler update is a combination of x and data predictions with weights summing to 1 (sigma_t / sigma_s +
+    (1 - sigma_t / sigma_s) = 1 in the first-order part; the higher-order terms are differences of predictions,
+    0 there), so the known part stays at ``known`` to rounding, and nothing else changes: the update acts on each
+    element alone. This is what Wan's TI2V does by writing frame 0 back after every scheduler step, in a form every
+    sampler of the core accepts. ``known`` and ``mask`` broadcast against x."""
+
+    def __init__(self, denoiser, known: torch.Tensor, mask: torch.Tensor):
+        self.denoiser, self.known, self.mask = denoiser, known, mask
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond=None) -> torch.Tensor:
+        d = self.denoiser(x, sigma, cond)
+        m = self.mask.to(d.device, d.dtype)
+        return m * self.known.to(d.device, d.dtype) + (1 - m) * d

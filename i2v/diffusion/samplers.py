@@ -274,25 +274,143 @@ def flow_euler(denoiser, x, sigmas, *, cond=None, generator=None, callback=None)
     return x
 
 
-# name -> (function, one line for `i2v samplers`). An explicit table: no reflection.
+# ------------------------------------------------------------- flow-matching multistep solvers (Wan)
+# In flow matching x = alpha x0 + sigma eps with alpha = 1 - sigma. These solvers work with the half
+# log-SNR lambda = ln(alpha / sigma), as Wan's schedulers do; it is -inf at sigma = 1 and +inf at sigma = 0,
+# and the formulas below are written so that those limits come out right (python floats: 1/inf = 0).
+
+def _check_flow_sigmas(sigmas) -> list[float]:
+    s = _check_sigmas(sigmas)
+    if s[0] > 1:
+        raise ConfigError(f"flow-matching sigmas lie in [0, 1] (x = (1 - sigma) x0 + sigma eps), got sigma_0 = {s[0]:g}: "
+                          "use the 'wan' or 'flow' schedule")
+    return s
+
+
+def flow_lambda(sigma: float) -> float:
+    """lambda = ln((1 - sigma) / sigma), with its limits -inf at sigma = 1 and +inf at sigma = 0."""
+    if sigma <= 0:
+        return math.inf
+    if sigma >= 1:
+        return -math.inf
+    return math.log(1 - sigma) - math.log(sigma)
+
+
+@torch.no_grad()
+def flow_unipc(denoiser, x, sigmas, *, cond=None, generator=None, callback=None, order: int = 2):
+    """UniPC (Zhao et al. 2023, "UniPC: A Unified Predictor-Corrector Framework", Alg. 2 with B(h) = e^h - 1,
+    "bh2") on the data prediction m = D(x, sigma), for flow matching, exactly as Wan's
+    FlowUniPCMultistepScheduler (Wan-Video/Wan2.1 ``wan/utils/fm_solvers_unipc.py``: order 2, predict_x0,
+    lower_order_final). With h = lambda_t - lambda_s (the step in lambda), a = alpha_t, B = expm1(-h):
+
+        predictor UniP-p:   x_t = (sigma_t / sigma_s) x_s - a B m_s  [- a B * 0.5 * D1,   p = 2]
+                            D1 = (m_{s-1} - m_s) / r,  r = (lambda_{s-1} - lambda_s) / h
+        corrector UniC-p:   once m_t = D(x_t) is known, redo the last step with it:
+                            x_t <- (sigma_t / sigma_s) x_s - a B m_s - a B (rho_0 D1 + rho_1 (m_t - m_s))
+                            p = 1: rho_1 = 1/2;  p = 2: [[1, 1], [r, 1]] rho = [b_1, b_2] (Zhao et al. eq. 11),
+                            b_1 = (phi_1 / -h - 1) / B,  b_2 = 2 ((phi_1 / -h - 1) / -h - 1/2) / B,  phi_1 = B
+
+    The order is 1 on the first step (no history) and on the last (the step to sigma = 0); the corrector
+    uses the model output at the new point, so UniPC costs one model call per step like DPM++(2M). ``x`` is
+    pure noise at sigmas[0] (Wan's :func:`~i2v.diffusion.schedules.wan` starts at 0.999)."""
+    if order not in (1, 2):
+        raise ConfigError(f"flow_unipc supports order 1 or 2 (Wan uses 2), got {order}")
+    s = _check_flow_sigmas(sigmas)
+    _check_finite(x, 0, s[0], "initial noise")
+    lam = [flow_lambda(v) for v in s]
+    n = len(s) - 1
+    ms = []  # data predictions m_0, m_1, ... (the last `order` kept)
+    x_prev, p_prev = None, 0  # the state before the last predictor step, and that step's order
+    for i in range(n):
+        m = _denoise(denoiser, x, s[i], cond, i)
+        if i > 0:  # corrector UniC-p_prev: the step s[i-1] -> s[i] again, now knowing m_i
+            x = _unipc_step(x_prev, ms, lam, s, i - 1, p_prev, m_next=m)
+        ms = (ms + [m])[-order:]
+        p = min(order, n - i, i + 1)  # warm up from order 1; order 1 on the last step (lower_order_final)
+        x_prev, p_prev = x, p
+        x = _unipc_step(x, ms, lam, s, i, p)  # predictor UniP-p: s[i] -> s[i+1]
+        _report(callback, i, x, s[i], s[i + 1], m)
+    return x
+
+
+def _unipc_step(x, ms, lam, s, i, p, m_next=None):
+    """One UniPC update from s[i] to s[i+1] of order p, with ms[-1] = m_i (and ms[-2] = m_{i-1}): the predictor
+    UniP when ``m_next`` is None, else the corrector UniC using m_next = m_{i+1}."""
+    h = lam[i + 1] - lam[i]
+    alpha = 1 - s[i + 1]
+    B = math.expm1(-h)  # B(h) of bh2; equals h phi_1(h) here (data prediction: hh = -h)
+    m0 = ms[-1]
+    x_next = (s[i + 1] / s[i]) * x - (alpha * B) * m0  # first-order (DDIM-like) part
+    D1 = None
+    if p == 2:
+        r = (lam[i - 1] - lam[i]) / h
+        D1 = (ms[-2] - m0) * (1 / r)
+    if m_next is None:  # predictor: for order 2 the "simplified" rho_p = 1/2
+        return x_next if D1 is None else x_next - (alpha * B * 0.5) * D1
+    D1_t = m_next - m0
+    if p == 1:
+        return x_next - (alpha * B * 0.5) * D1_t
+    hh = -h
+    phi_k = B / hh - 1  # the original's h_phi_k recursion: h_phi_1 / hh - 1, then h_phi_k / hh - 1/k!
+    b1 = phi_k / B
+    b2 = 2 * (phi_k / hh - 0.5) / B
+    rho0 = (b1 - b2) / (1 - r)  # [[1, 1], [r, 1]] [rho0, rho1] = [b1, b2]
+    rho1 = b1 - rho0
+    return x_next - (alpha * B) * (rho0 * D1 + rho1 * D1_t)
+
+
+@torch.no_grad()
+def flow_dpmpp_2m(denoiser, x, sigmas, *, cond=None, generator=None, callback=None):
+    """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2, midpoint form) for flow matching, exactly as Wan's
+    FlowDPMSolverMultistepScheduler (Wan-Video/Wan2.1 ``wan/utils/fm_solvers.py``: dpmsolver++, order 2,
+    final sigma 0): in lambda = ln((1 - sigma) / sigma), with h = lambda_t - lambda_s, r = h_last / h,
+
+        x_t = (sigma_t / sigma_s) x_s - alpha_t expm1(-h) (D + 0.5 (D - D_prev) / r)
+
+    first order on the first and the last step. Unlike :func:`dpmpp_2m` (lambda = -ln sigma, VE form), alpha_t
+    = 1 - sigma_t enters; the first-order steps of the two agree. Wan starts it at sigma = 1.0 (lambda = -inf:
+    the first step lands on sigma_1 x + alpha_1 D, the second has 1/r = 0)."""
+    s = _check_flow_sigmas(sigmas)
+    _check_finite(x, 0, s[0], "initial noise")
+    lam = [flow_lambda(v) for v in s]
+    n = len(s) - 1
+    old = None
+    for i in range(n):
+        m = _denoise(denoiser, x, s[i], cond, i)
+        h = lam[i + 1] - lam[i]
+        coeff = -(1 - s[i + 1]) * math.expm1(-h)  # -alpha_t (e^{-h} - 1)
+        if old is None or i == n - 1:
+            d = m
+        else:
+            r = (lam[i] - lam[i - 1]) / h
+            d = m + (0.5 / r) * (m - old)
+        x = (s[i + 1] / s[i]) * x + coeff * d
+        old = m
+        _report(callback, i, x, s[i], s[i + 1], m)
+    return x
+
+
+# name -> function; an explicit table (no reflection). What each does, in one line: diffusion/catalog.py
 SAMPLERS = {
-    "euler": (euler, "Euler on the probability-flow ODE, 1st order, deterministic (EDM Alg. 2, no churn)"),
-    "euler_ancestral": (euler_ancestral, "Euler + fresh noise each step (eta=1), stochastic"),
-    "heun": (heun, "Heun predictor-corrector, 2nd order, 2 model calls per step (EDM Alg. 1)"),
-    "dpm2": (dpm2, "DPM-Solver-2 midpoint, 2nd order, 2 model calls per step"),
-    "dpmpp_2m": (dpmpp_2m, "DPM-Solver++(2M), multistep 2nd order, 1 call per step, deterministic"),
-    "dpmpp_2m_sde": (dpmpp_2m_sde, "DPM-Solver++(2M) SDE (midpoint), stochastic"),
-    "ddim": (ddim, "DDIM (eta=0: deterministic; pass eta for stochastic)"),
-    "ddpm": (ddpm, "DDPM ancestral sampling with posterior variance (DDIM eta=1)"),
-    "lms": (lms, "linear multistep, order 4, deterministic"),
-    "flow_euler": (flow_euler, "Euler in velocity form for flow-matching models (use with the 'flow' schedule)"),
+    "euler": euler,
+    "euler_ancestral": euler_ancestral,
+    "heun": heun,
+    "dpm2": dpm2,
+    "dpmpp_2m": dpmpp_2m,
+    "dpmpp_2m_sde": dpmpp_2m_sde,
+    "ddim": ddim,
+    "ddpm": ddpm,
+    "lms": lms,
+    "flow_euler": flow_euler,
+    "flow_unipc": flow_unipc,
+    "flow_dpmpp_2m": flow_dpmpp_2m,
 }
 
 
 def get_sampler(name: str):
     """The sampler function called ``name``; a clear error listing valid names otherwise."""
     try:
-        return SAMPLERS[name][0]
+        return SAMPLERS[name]
     except KeyError:
         raise ConfigError(f"unknown sampler {name!r}; valid samplers: {', '.join(SAMPLERS)}") from None
 

@@ -121,20 +121,57 @@ def flow(n: int, shift: float = 1.0, device=None) -> torch.Tensor:
     return t / (t + (1 - t) / shift)
 
 
-# name -> (function, one line for `i2v samplers`). An explicit table: no reflection.
+WAN_SIGMA_MAX = float(torch.tensor(0.999, dtype=torch.float32))  # = 0.99900001287..., see :func:`wan`
+
+
+def wan(n: int, shift: float = 5.0, sigma_max: float = WAN_SIGMA_MAX, num_train_timesteps: int = 1000,
+        device=None) -> torch.Tensor:
+    """Wan's shifted flow schedule (Wan-Video/Wan2.1 ``wan/utils/fm_solvers_unipc.py``, ``set_timesteps``)::
+
+        s_i = linspace(sigma_max, 0, n + 1)[i],  i < n      (numpy's linspace, float64)
+        sigma_i = shift s_i / (1 + (shift - 1) s_i),  then 0
+
+    sigma_max is what Wan's scheduler stores as its largest training sigma, float32(1 - 1/1000) (UniPC, the
+    default); Wan's DPM++ starts at 1.0 (``get_sampling_sigmas``). Wan's network sees the integer timestep
+    trunc(1000 sigma_i) of the float64 sigma (e.g. [999, 899, 749, 499] for 4 steps, shift 3), and its
+    scheduler keeps sigma in float32. The sigmas returned are those float32 values (in a float64 tensor), each
+    moved by one float32 step where rounding would cross a multiple of 1/1000, so that
+    :func:`i2v.diffusion.denoisers.flow_timestep` recovers Wan's timesteps exactly from the float32 sigma the
+    denoiser receives."""
+    import numpy as np
+
+    _check_steps(n)
+    if not shift > 0:
+        raise ConfigError(f"flow shift must be > 0, got {shift}")
+    if not 0 < sigma_max <= 1:
+        raise ConfigError(f"sigma_max must be in (0, 1], got {sigma_max}")
+    s = np.linspace(sigma_max, 0.0, n + 1)[:-1]
+    s = shift * s / (1 + (shift - 1) * s)
+    timesteps = (s * num_train_timesteps).astype(np.int64)  # Wan: torch.from_numpy(...).to(torch.int64)
+    sig32 = s.astype(np.float32)
+    for i, t in enumerate(timesteps):  # float32 sigma whose floor(1000 sigma) is Wan's timestep
+        while np.floor(np.float64(sig32[i]) * num_train_timesteps) < t:
+            sig32[i] = np.nextafter(sig32[i], np.float32(np.inf))
+        while np.floor(np.float64(sig32[i]) * num_train_timesteps) > t:
+            sig32[i] = np.nextafter(sig32[i], np.float32(0))
+    return _append_zero(torch.from_numpy(sig32.astype(np.float64))).to(device)
+
+
+# name -> function; an explicit table (no reflection). What each does, in one line: diffusion/catalog.py
 SCHEDULES = {
-    "karras": (karras, "EDM/Karras rho-schedule (Karras et al. 2022, eq. 5); SVD's discretization"),
-    "exponential": (exponential, "log-sigma evenly spaced between sigma_max and sigma_min"),
-    "vp_linear": (vp_linear, "DDPM linear betas 1e-4..0.02 over 1000 steps, converted to sigmas"),
-    "scaled_linear": (scaled_linear, "Stable Diffusion scaled-linear betas 0.00085..0.012, converted to sigmas"),
-    "cosine": (cosine, "cosine alpha_bar (Nichol & Dhariwal 2021), converted to sigmas"),
-    "flow": (flow, "flow-matching sigmas 1 -> 0 with SD3 time shift (sigma in [0, 1])"),
+    "karras": karras,
+    "exponential": exponential,
+    "vp_linear": vp_linear,
+    "scaled_linear": scaled_linear,
+    "cosine": cosine,
+    "flow": flow,
+    "wan": wan,
 }
 
 
 def get_schedule(name: str):
     """The schedule function called ``name``; a clear error listing valid names otherwise."""
     try:
-        return SCHEDULES[name][0]
+        return SCHEDULES[name]
     except KeyError:
         raise ConfigError(f"unknown schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}") from None
