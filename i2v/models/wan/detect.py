@@ -22,6 +22,8 @@ def _dit(keys, shapes) -> Match | None:
         variant = "flf2v"
     elif has(keys, "img_emb.proj."):
         variant = "i2v"
+    elif in_dim == 36:  # image latent concatenated, no CLIP branch: Wan2.2 I2V-A14B's experts
+        variant = "i2v-no-clip"
     else:
         variant = {16: "t2v", 48: "ti2v"}.get(in_dim, f"t2v-like (in_dim {in_dim})")
     size = SIZES.get(dim, f"dim {dim}")
