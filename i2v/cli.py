@@ -48,20 +48,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as an exception so that every ``finally`` (temporary outputs, checkpoints) runs."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _note(message, category, filename, lineno, file=None, line=None):
+    """Warnings are notes for the user: one line, no source location."""
+    print(f"note: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main_thread = True
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a test runner's worker): keep the default
+        in_main_thread = False
+    shown = warnings.showwarning
+    warnings.showwarning = _note
     try:
         return int(args._run(args) or 0)
     except I2VError as e:
         print(f"i2v {args.command}: error: {e}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"i2v {args.command}: terminated; nothing half-written was left behind", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"i2v {args.command}: interrupted; nothing half-written was left behind", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"i2v {args.command}: error: out of memory; use fewer or smaller frames (or a GPU with --device)",
+              file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno in (28, 122):  # ENOSPC, EDQUOT: the disk filled up while writing
+            print(f"i2v {args.command}: error: the disk is full ({e.strerror}); free space or write elsewhere",
+                  file=sys.stderr)
+            return 1
+        raise
+    finally:
+        warnings.showwarning = shown
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ pixels); and for the temporal metrics **ground truth** (the true clips).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +59,20 @@ class Report:
     def to_json(self) -> str:
         return json.dumps({"clips_per_class": self.clips_per_class, "steps": self.steps,
                            "scores": self.scores, "temporal": self.temporal}, indent=1)
+
+    @classmethod
+    def read(cls, path) -> "Report":
+        """A report written by ``i2v eval --json``; a missing or foreign file is a one-line InputError."""
+        from .errors import InputError
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"--merge {path}: no such file (write it with `i2v eval --json {path}`)")
+        try:
+            return cls.from_json(path.read_text())
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise InputError(f"--merge {path}: not a report written by `i2v eval --json` ({type(e).__name__}: "
+                             f"{str(e)[:80]})") from None
 
     @classmethod
     def from_json(cls, text: str) -> "Report":
@@ -177,8 +190,9 @@ def samples_figure(kept: dict, path, motions=("pan-left", "zoom-in", "rotate-cw"
             tile = Image.fromarray(to_uint8(frames[k:k + 1])[0]).resize((w * scale, h * scale), Image.NEAREST)
             fig.paste(tile, (label_w + j * (w * scale + 2), y))
         y += h * scale + 2
+    from .outputs import atomic
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.save(tmp, optimize=True)
-    os.replace(tmp, path)
+    with atomic(path, overwrite=True) as tmp:
+        fig.save(tmp, format="PNG", optimize=True)
     return path

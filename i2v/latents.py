@@ -8,7 +8,6 @@ A latents file is a safetensors file with one tensor ``latents`` and string meta
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .errors import InputError
@@ -20,15 +19,12 @@ def save_latents(path, latents, family: str, **info) -> Path:
     """Write ``latents`` with ``format = FORMATS[family]`` and ``info`` as metadata strings; atomic."""
     from safetensors.torch import save_file
 
+    from .outputs import atomic
+
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     meta = {"format": FORMATS[family], **{k: str(v) for k, v in info.items()}}
-    try:
+    with atomic(path, overwrite=True) as tmp:
         save_file({"latents": latents.detach().cpu().contiguous()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -123,3 +123,35 @@ def check_count(name: str, value, low: int = 1, high: int | None = None) -> None
     if not isinstance(value, int) or isinstance(value, bool) or value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"between {low} and {high}"
         raise ConfigError(f"{flag} must be an integer {bound}, got {value!r}")
+
+
+def available_memory() -> int | None:
+    """Bytes of RAM available to new allocations (Linux MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(need_bytes: float, what: str, fix: str) -> None:
+    """Refuse up front, with the estimate, work whose buffers would not fit in the RAM available now."""
+    free = available_memory()
+    if free is not None and need_bytes > 0.8 * free:
+        raise ConfigError(f"{what} needs about {need_bytes / 2**30:.1f} GiB of memory, {free / 2**30:.1f} GiB is "
+                          f"available: {fix}")
+
+
+def check_number(flag: str, value, low: float | None = None, high: float | None = None, low_open: bool = False) -> None:
+    """A finite number within its range, or a ConfigError naming the CLI flag."""
+    import math
+
+    ok = value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (low is None or (value > low if low_open else value >= low)) and (high is None or value <= high)
+    if not ok:
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low:g}"
+        hi = "" if high is None else f"<= {high:g}"
+        raise ConfigError(f"{flag} must be a number {' and '.join(x for x in (lo, hi) if x)}, got {value}")

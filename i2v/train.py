@@ -26,7 +26,8 @@ and ``<out_dir>/model.safetensors`` (the EMA weights in fp16 with the config in 
 
 from __future__ import annotations
 
-import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from safetensors.torch import save_file
 
 from . import configs
 from .checkpoints import load_into, open_state_dict
+from .outputs import atomic
 from .calibrate import calibration_loss, calibration_parameters
 from .data.procedural import MOTIONS, make_batch
 from .diffusion.denoisers import EDM_SIGMA_MAX, Denoiser
@@ -204,18 +206,16 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, cfg: TrainConfig, mi
             tensors[f"opt.{i}.exp_avg"] = st["exp_avg"].contiguous()
             tensors[f"opt.{i}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
             tensors[f"opt.{i}.step"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1)
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={"step": str(step), "config": config_to_json(cfg), "minutes": f"{minutes:.3f}"})
-    os.replace(tmp, path)
+    with atomic(path, overwrite=True) as tmp:
+        save_file({k: v.cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata={"step": str(step), "config": config_to_json(cfg), "minutes": f"{minutes:.3f}"})
 
 
 def export_model(path: Path, ema, cfg: TrainConfig, step: int, minutes: float) -> None:
     """The EMA weights in fp16 plus metadata: the file `i2v animate` loads."""
     tensors = {k: v.detach().to(torch.float16).cpu().contiguous() for k, v in ema.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=export_metadata(cfg, step, minutes))
-    os.replace(tmp, path)
+    with atomic(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata=export_metadata(cfg, step, minutes))
 
 
 def load_checkpoint(path: Path, model, ema, opt, device) -> tuple[int, float]:
@@ -314,6 +314,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             raise ConfigError(f"{ckpt} exists; pass --resume to continue that run, or set train.out_dir elsewhere")
         step, minutes_before = load_checkpoint(ckpt, model, ema, opt, device)
         log(f"resumed from {ckpt} at step {step}")
+    elif resume:
+        raise ConfigError(f"--resume: there is no {ckpt} to continue from (train.out_dir = {tc.out_dir!r}); drop --resume "
+                          "to start a new run, or set train.out_dir to the run's folder")
     elif tc.init:
         init_from(Path(tc.init), model, ema, log)
     (out / "config.json").write_text(config_to_json(cfg))
@@ -339,53 +342,68 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
 
     model.train()
     running = None
-    while step < tc.steps:
-        if tc.max_minutes and minutes() >= tc.max_minutes:
-            log(f"stopping at step {step}: train.max_minutes = {tc.max_minutes} reached")
-            break
-        g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)  # all randomness of this step
-        idx = range(step * tc.batch_size, (step + 1) * tc.batch_size)
-        x0, labels, speeds = make_batch("train", idx, cfg.data.seed, cfg.data.frames, cfg.data.size)
-        drop = torch.rand(len(labels), generator=g) < tc.p_uncond
-        labels = torch.where(drop, torch.full_like(labels, NULL_MOTION), labels)
-        sigma = sample_sigma(cfg.diffusion, len(labels), g)
-        eps = torch.randn(x0.shape, generator=g)
-        x0, labels, speeds, sigma, eps = (v.to(device) for v in (x0, labels, speeds, sigma, eps))
+    # Ctrl-C / SIGTERM: finish the step under way, write a checkpoint, then stop (resume continues exactly there)
+    stop = []
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
+    try:
+        while step < tc.steps:
+            if stop:
+                break
+            if tc.max_minutes and minutes() >= tc.max_minutes:
+                log(f"stopping at step {step}: train.max_minutes = {tc.max_minutes} reached")
+                break
+            g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)  # all randomness of this step
+            idx = range(step * tc.batch_size, (step + 1) * tc.batch_size)
+            x0, labels, speeds = make_batch("train", idx, cfg.data.seed, cfg.data.frames, cfg.data.size)
+            drop = torch.rand(len(labels), generator=g) < tc.p_uncond
+            labels = torch.where(drop, torch.full_like(labels, NULL_MOTION), labels)
+            sigma = sample_sigma(cfg.diffusion, len(labels), g)
+            eps = torch.randn(x0.shape, generator=g)
+            x0, labels, speeds, sigma, eps = (v.to(device) for v in (x0, labels, speeds, sigma, eps))
 
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, tc)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-            cond = make_cond(x0, labels, speeds)
-            if calibrate:
-                loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on, tc.temporal_loss)
-            else:
-                loss = diffusion_loss(denoiser, x0, cond, sigma, eps)
-            if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:
-                loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
-        loss = loss.float()
-        if not torch.isfinite(loss):
-            from .errors import NumericalError
-            raise NumericalError(f"training loss became {loss.item()} at step {step}; lower train.lr or raise warmup")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], tc.grad_clip)
-        opt.step()
-        ema_update(ema, model, step, tc.ema_decay)
-        step += 1
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, tc)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+                cond = make_cond(x0, labels, speeds)
+                if calibrate:
+                    loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on, tc.temporal_loss)
+                else:
+                    loss = diffusion_loss(denoiser, x0, cond, sigma, eps)
+                if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:
+                    loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
+            loss = loss.float()
+            if not torch.isfinite(loss):
+                from .errors import NumericalError
+                raise NumericalError(f"training loss became {loss.item()} at step {step}; lower train.lr or raise warmup")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], tc.grad_clip)
+            opt.step()
+            ema_update(ema, model, step, tc.ema_decay)
+            step += 1
 
-        value = loss.item()
-        history.append((step, value))
-        times.append(time.perf_counter())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        bar.update(1)
-        bar.set_postfix(loss=f"{running:.4f}")
-        if step % tc.log_every == 0:
-            logfile.write(f"step {step} loss {value:.5f} avg {running:.5f} minutes {minutes():.2f}\n")
-            logfile.flush()
-        if step % tc.checkpoint_every == 0:
-            checkpoint()
+            value = loss.item()
+            history.append((step, value))
+            times.append(time.perf_counter())
+            running = value if running is None else 0.95 * running + 0.05 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4f}")
+            if step % tc.log_every == 0:
+                logfile.write(f"step {step} loss {value:.5f} avg {running:.5f} minutes {minutes():.2f}\n")
+                logfile.flush()
+            if step % tc.checkpoint_every == 0:
+                checkpoint()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     bar.close()
     checkpoint()
     logfile.close()
+    if stop:
+        log(f"interrupted at step {step}: wrote {ckpt} (continue with --resume) and {out / 'model.safetensors'}")
+        raise KeyboardInterrupt
     log(f"done: step {step}, {minutes():.1f} min; wrote {ckpt} and {out / 'model.safetensors'}")
     return {"step": step, "loss": history, "times": times, "minutes": minutes(), "out_dir": str(out)}

@@ -1,28 +1,27 @@
 """Reading and writing videos, GIFs and folders of frames. One function each way: :func:`save`, :func:`load`.
 
 Frames in memory are ``uint8`` numpy arrays ``(t, h, w, 3)`` RGB, or float tensors ``(t, 3, h, w)`` in
-[0, 1] (converted on save). Writes are atomic: the file is written next to the target under a temporary
-name and renamed into place, so an interrupted run never leaves half a video; an existing output is only
-replaced with ``overwrite=True``.
+[0, 1] (converted on save). Writes go through :func:`i2v.outputs.atomic`: a hidden temporary beside the target,
+published exclusively when complete, removed on failure; an existing output is only replaced with ``overwrite``.
 
-``.mp4`` is H.264 (yuv420p, plays everywhere) through the ffmpeg binary that ``imageio-ffmpeg`` ships, or an
-``ffmpeg`` on PATH; when neither exists it falls back to OpenCV's MPEG-4 part 2 (``mp4v``) and says so.
-``codec`` picks another encoder: "h264" (default), "h265", "vp9" (the default for ``.webm``) or "mp4v" (OpenCV).
+:data:`FORMATS` is the one list of what can be written (the CLI's help and errors and the README use it): each
+suffix with its default codec and the codecs that fit the container. Video codecs go through the ffmpeg binary
+that ``imageio-ffmpeg`` ships (or an ``ffmpeg`` on PATH): H.264 (yuv420p, plays everywhere) by default, H.265,
+VP9 (the default and only one for ``.webm``); "mp4v" is OpenCV's own MPEG-4 part 2 writer, used -- and said --
+when no ffmpeg works.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .errors import InputError, OutputExistsError
+from .errors import InputError
 from .image import IMAGE_SUFFIXES, _is_tensor, load_image  # noqa: F401  (load_image: part of this module's API)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm"}
@@ -56,19 +55,6 @@ def ffmpeg_executable() -> str | None:
         return shutil.which("ffmpeg")
 
 
-def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _atomic_target(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 # codec name -> (ffmpeg encoder, extra ffmpeg arguments); "mp4v" is OpenCV's own MPEG-4 part 2 writer
 CODECS = {
     "h264": ("libx264", ["-movflags", "+faststart"]),
@@ -76,6 +62,48 @@ CODECS = {
     "vp9": ("libvpx-vp9", ["-b:v", "0"]),
     "mp4v": (None, []),
 }
+
+# output suffix -> (what it is, default codec, codecs that fit the container); "" = a folder of PNG frames
+FORMATS = {
+    ".mp4": ("MP4 video", "h264", ("h264", "h265", "mp4v")),
+    ".mov": ("QuickTime video", "h264", ("h264", "h265", "mp4v")),
+    ".mkv": ("Matroska video", "h264", ("h264", "h265", "vp9")),
+    ".avi": ("AVI video", "h264", ("h264", "mp4v")),
+    ".webm": ("WebM video", "vp9", ("vp9",)),
+    ".gif": ("animated GIF (256 colours, loops)", None, ()),
+    "": ("a folder of PNG frames (a name without a suffix)", None, ()),
+}
+
+
+def formats_text() -> str:
+    """One line naming every output format and its codecs (for --help and error messages)."""
+    parts = []
+    for suffix, (_, default, codecs) in FORMATS.items():
+        if suffix == "":
+            parts.append("a folder name without a suffix (PNG frames)")
+        elif codecs:
+            parts.append(f"{suffix} ({default}{''.join(', ' + c for c in codecs if c != default)})")
+        else:
+            parts.append(suffix)
+    return ", ".join(parts)
+
+
+def check_format(path, codec: str | None = None) -> str | None:
+    """The codec ``path`` will be written with; an InputError naming what works for an unknown suffix or a codec the
+    container cannot hold (e.g. h264 in .webm)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise InputError(f"{path}: unknown output type {suffix!r}; write one of: {formats_text()}")
+    what, default, codecs = FORMATS[suffix]
+    if codec is None:
+        return default
+    if codec not in CODECS:
+        raise InputError(f"unknown codec {codec!r}; valid: {', '.join(CODECS)}")
+    if codec not in codecs:
+        fits = f"use --codec {' or '.join(codecs)}" if codecs else "it takes no --codec"
+        raise InputError(f"--codec {codec} cannot go in {suffix or 'a frame folder'} ({what}): {fits}, or another "
+                         f"container ({', '.join(s for s, v in FORMATS.items() if codec in v[2])})")
+    return codec
 
 
 def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int, codec: str = "h264") -> None:
@@ -92,10 +120,18 @@ def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int, codec: str =
         proc = subprocess.run(cmd, input=frames.tobytes(), capture_output=True)
         if proc.returncode == 0:
             return
-        warnings.warn(f"ffmpeg failed ({proc.stderr.decode(errors='replace').strip()[:200]}); falling back to OpenCV mp4v")
-    else:
-        warnings.warn("no ffmpeg found (pip install imageio-ffmpeg): writing MPEG-4 part 2 (mp4v) with OpenCV; "
+        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        reason = reason[-1][:160] if reason else f"exit status {proc.returncode}"
+        if tmp.suffix.lower() not in (".mp4", ".mov", ".avi"):
+            raise InputError(f"ffmpeg could not encode {codec} ({reason}), and OpenCV's mp4v cannot go in "
+                             f"{tmp.suffix}: write .mp4 instead")
+        warnings.warn(f"ffmpeg could not encode {codec} ({reason}): wrote MPEG-4 part 2 (mp4v) with OpenCV instead; "
                       "some browsers will not play it")
+    else:
+        if tmp.suffix.lower() not in (".mp4", ".mov", ".avi"):
+            raise InputError(f"no ffmpeg found (pip install imageio-ffmpeg) and OpenCV's mp4v cannot go in {tmp.suffix}")
+        warnings.warn("no ffmpeg found (pip install imageio-ffmpeg): wrote MPEG-4 part 2 (mp4v) with OpenCV instead of "
+                      f"{codec}; some browsers will not play it")
     import cv2
 
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
@@ -108,42 +144,30 @@ def _write_mp4(frames: np.ndarray, tmp: Path, fps: float, crf: int, codec: str =
 
 def save(frames, path, fps: float = 8.0, overwrite: bool = False, crf: int = 18, loop: bool = True,
          codec: str | None = None) -> Path:
-    """Write frames to ``path``: ``.mp4`` (H.264), ``.gif``, or a folder of PNGs (a path with no suffix).
-    ``codec`` (video files only): one of ``CODECS``; default "vp9" for .webm, else "h264".
-    Returns the path written. Atomic; refuses to replace an existing output unless ``overwrite``."""
+    """Write frames to ``path``, one of :data:`FORMATS` (``.mp4`` H.264 by default, ``.gif``, a folder of PNGs for a
+    path with no suffix, ...). ``codec`` (video files only): one of the container's codecs. Returns the path
+    written. Atomic and exclusive (:func:`i2v.outputs.atomic`); replaces an existing output only with ``overwrite``."""
+    from .outputs import atomic, check_writable
+
     path = Path(path)
-    if codec is not None and codec not in CODECS:
-        raise InputError(f"unknown codec {codec!r}; valid: {', '.join(CODECS)}")
+    codec = check_format(path, codec)
     frames = to_uint8(frames)
     if len(frames) < 1:
         raise InputError("no frames to write")
-    if not fps > 0:
-        raise InputError(f"fps must be > 0, got {fps}")
+    if not fps > 0 or not np.isfinite(fps):
+        raise InputError(f"fps must be a number > 0, got {fps}")
+    check_writable(path, overwrite)
     suffix = path.suffix.lower()
-    if suffix == "":  # a folder of PNG frames, written to a temporary folder then renamed
-        _check_output(path, overwrite)
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        for i, f in enumerate(frames):
-            Image.fromarray(f).save(tmpdir / f"frame_{i:05d}.png")
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmpdir, path)
-        return path
-    if suffix not in VIDEO_SUFFIXES | {".gif"}:
-        raise InputError(f"{path}: unknown output type {suffix!r}; use .mp4, .gif, or a folder name without a suffix")
-    _check_output(path, overwrite)
-    tmp = _atomic_target(path)
-    try:
-        if suffix == ".gif":
+    with atomic(path, overwrite, folder=suffix == "") as tmp:
+        if suffix == "":
+            for i, f in enumerate(frames):
+                Image.fromarray(f).save(tmp / f"frame_{i:05d}.png")
+        elif suffix == ".gif":
             images = [Image.fromarray(f) for f in frames]
-            images[0].save(tmp, save_all=True, append_images=images[1:], duration=round(1000 / fps),
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps),
                            loop=0 if loop else 1, disposal=2)
         else:
-            _write_mp4(frames, tmp, fps, crf, codec or ("vp9" if suffix == ".webm" else "h264"))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            _write_mp4(frames, tmp, fps, crf, codec)
     return path
 
 

@@ -259,7 +259,7 @@ def test_interpolate_option_on_every_video_output(tmp_path, capsys):
     assert parser.parse_args(["-o", "x.mp4"]).interpolate == 1  # default: off
     from i2v.commands.common import check_output
 
-    for argv, words in ((["--interpolate", "0"], ">= 1"), (["--interpolate", "2", "--interpolate-method", "rife"], "checkpoint")):
+    for argv, words in ((["--interpolate", "0"], r"between 1 \(off\) and 32"), (["--interpolate", "1000"], r"between 1 \(off\) and 32"), (["--interpolate", "2", "--interpolate-method", "rife"], "checkpoint")):
         with pytest.raises(ConfigError, match=words):  # refused before any long work
             check_output(parser.parse_args(["-o", str(tmp_path / "new.mp4"), *argv]))
 
@@ -281,7 +281,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, capsys):
     two = tmp_path / "two"
     video.save(np.zeros((2, 16, 16, 3), np.uint8), two)
     cases = [([str(bad)], "cannot be read"), ([str(one)], "at least 2 frames"), ([str(mixed)], "different sizes"),
-             ([str(two), "--factor", "1"], "integer >= 2"), ([str(two), "--method", "rife"], "--checkpoint"),
+             ([str(two), "--factor", "1"], "between 2 and 64"), ([str(two), "--factor", "100000"], "between 2 and 64"), ([str(two), "--method", "rife"], "--checkpoint"),
              ([str(two), "--fps", "30", "--input-fps", "-1"], "fps"),
              ([str(two), "-o", str(two), "--overwrite"], "never overwritten")]
     for argv, words in cases:

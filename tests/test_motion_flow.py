@@ -77,7 +77,9 @@ def test_estimate_flow_errors():
     with pytest.raises(InputError, match="same size"):
         estimate_flow(np.zeros((10, 12, 3), np.uint8), np.zeros((10, 13, 3), np.uint8))
     with pytest.raises(ConfigError, match="valid: ultrafast, fast, medium"):
-        estimate_flow(np.zeros((10, 12, 3), np.uint8), np.zeros((10, 12, 3), np.uint8), preset="slow")
+        estimate_flow(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16, 3), np.uint8), preset="slow")
+    with pytest.raises(InputError, match="too small for dis optical flow.*at least 12 px"):  # OpenCV would crash
+        estimate_flow(np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1, 3), np.uint8))
 
 
 def test_flow_recovers_a_known_translation():

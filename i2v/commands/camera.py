@@ -7,7 +7,9 @@ from ..errors import ConfigError
 from ..image import load_image
 from ..motion.moves import EASINGS, FILLS, MOVES
 from ..runtime import add_threads_argument, set_threads
-from .common import add_output_arguments, check_output, write_video
+from .. import runtime
+from ..runtime import check_number
+from .common import add_output_arguments, check_frames, check_output, write_video
 
 HELP = "move a virtual camera through a photo (depth-based 3D warp, holes inpainted)"
 MOVE_LINES = "\n".join(f"  {name:<14} {desc} (default amount {default:g})" for name, (_, default, desc) in MOVES.items())
@@ -49,12 +51,20 @@ def run(args) -> int:
     check_output(args)
     if args.depth is not None and args.depth_model is not None:
         raise ConfigError("--depth gives a depth map and --depth-model estimates one: pass only one of them")
-    if not args.depth_range > 1:
-        raise ConfigError(f"--depth-range is farthest / nearest depth and must be > 1, got {args.depth_range}")
+    check_number("--depth-range", args.depth_range, 1, low_open=True)
+    if args.depth_scale is not None:
+        check_number("--depth-scale", args.depth_scale, 0, low_open=True)
+    if args.amount is not None:
+        _, default, _ = MOVES.get(args.move.replace("_", "-").lower(), (None, 1.0, ""))
+        limit = 90.0 if default >= 1 else 2.0  # degrees for turns and orbits, median depths (or zoom factors) otherwise
+        check_number("--amount", args.amount, -limit, limit)
+    check_number("--fov", args.fov, 1, 170)
+    runtime.device(args.device)
+    image = load_image(args.image)
+    check_frames(args, image.shape)
     set_threads(args.threads)
     from ..motion.camera import render_camera_move
 
-    image = load_image(args.image)
     depth = args.depth
     if args.depth_model is not None:
         from ..motion.depth import depth_from_model

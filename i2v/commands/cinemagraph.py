@@ -10,7 +10,9 @@ from ..errors import ConfigError
 from ..image import load_image
 from ..motion.flow import FLOW_METHODS
 from ..runtime import add_threads_argument, set_threads
-from .common import add_output_arguments, check_output, write_video
+from .. import runtime
+from ..runtime import check_number
+from .common import add_output_arguments, check_frames, check_output, write_video
 
 HELP = "animate parts of a photo along a motion brush or flow field as a seamless loop (Eulerian motion)"
 EXAMPLES = """examples:
@@ -53,11 +55,14 @@ def run(args) -> int:
         raise ConfigError("--flow and --flow-checkpoint choose how --motion-from measures the clip; add --motion-from")
     if FLOW_METHODS[args.flow][1] and args.flow_checkpoint is None:
         raise ConfigError(f"--flow {args.flow} needs --flow-checkpoint (e.g. raft-things.pth)")
+    check_number("--speed", args.speed, 0, 100, low_open=True)
+    runtime.device(args.device)
+    image = load_image(args.image)
+    check_frames(args, image.shape)
     set_threads(args.threads)
     from .. import video
     from ..motion.eulerian import brush_to_motion, cinemagraph, load_motion, motion_from_video
 
-    image = load_image(args.image)
     h, w = image.shape[:2]
     motion = args.motion
     if args.motion_from is not None:

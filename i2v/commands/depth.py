@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError, InputError, OutputExistsError
+from ..errors import ConfigError, InputError
+from ..outputs import atomic, check_writable
 from ..image import load_image
 from ..runtime import add_threads_argument, set_threads
 
@@ -42,11 +43,9 @@ def run(args) -> int:
         raise InputError(f"{args.viz}: --viz writes a .png picture")
     if args.input_size < 14:
         raise ConfigError(f"--input-size must be >= 14 (one 14-px patch), got {args.input_size}")
-    for out in (args.output, args.viz):
-        if out is not None and out.exists() and not args.overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-        if out is not None and out.resolve() == args.image.resolve():
-            raise InputError(f"{out} is the input; choose another output path")
+    check_writable(args.output, args.overwrite, (args.image,))
+    if args.viz is not None:
+        check_writable(args.viz, args.overwrite, (args.image, args.output), flag="--viz")
     set_threads(args.threads)
     from .. import runtime
     from ..motion.depth import depth_preview, estimate_depth, load_depth_model, write_inverse_depth
@@ -54,11 +53,10 @@ def run(args) -> int:
     image = load_image(args.image)
     model = load_depth_model(args.checkpoint, runtime.device(args.device))
     d = estimate_depth(image, input_size=args.input_size, model=model)
-    write_inverse_depth(args.output, d)
+    write_inverse_depth(args.output, d, overwrite=args.overwrite)
     print(f"wrote {args.output} ({d.shape[1]}x{d.shape[0]} relative inverse depth, range {d.min():.3g} .. {d.max():.3g})")
     if args.viz is not None:
-        tmp = args.viz.with_name(f".{args.viz.stem}.tmp.png")
-        Image.fromarray(depth_preview(d)).save(tmp)
-        tmp.replace(args.viz)
+        with atomic(args.viz, args.overwrite) as tmp:
+            Image.fromarray(depth_preview(d)).save(tmp, format="PNG")
         print(f"wrote {args.viz}")
     return 0

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runtime import add_threads_argument, set_threads
+from ..outputs import atomic, check_writable
+from ..runtime import add_threads_argument, check_count, set_threads
 
 HELP = "evaluate the built-in model on held-out clips: PSNR/SSIM per motion, warping error, flicker"
 EXAMPLES = """examples:
@@ -47,7 +48,7 @@ def run(args) -> int:
     from ..pipelines.builtin import BuiltinPipeline
 
     if args.merge:
-        reports = [Report.from_json(p.read_text()) for p in args.merge]
+        reports = [Report.read(p) for p in args.merge]
         merged = reports[0]
         for r in reports[1:]:
             merged = merged.merge(r)
@@ -55,6 +56,10 @@ def run(args) -> int:
         return 0
     if args.clips_per_class < 1:
         raise ConfigError(f"--clips-per-class must be >= 1, got {args.clips_per_class}")
+    check_count("steps", args.steps)
+    for out, flag in ((args.json, "--json"), (args.figure, "--figure")):  # before an evaluation that takes minutes
+        if out is not None:
+            check_writable(out, overwrite=True, flag=flag)
     set_threads(args.threads)
     pipes = {}
     if args.weights:
@@ -73,6 +78,7 @@ def run(args) -> int:
     if args.figure:
         print(f"wrote {samples_figure(kept, args.figure)}")
     if args.json:
-        args.json.write_text(report.to_json())
+        with atomic(args.json, overwrite=True) as tmp:
+            tmp.write_text(report.to_json())
         print(f"wrote {args.json}")
     return 0

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, InputError, OutputExistsError
+from ..errors import ConfigError, InputError
+from ..outputs import atomic, check_writable
 from ..metrics import angular_error, endpoint_error
 from ..motion.flow import DIS_PRESETS, FLOW_METHODS, estimate_flow, flow_to_color, read_flo, write_flo
 from ..image import load_image
-from ..runtime import add_threads_argument, set_threads
+from ..runtime import add_threads_argument, check_number, set_threads
 
 HELP = "optical flow from image A to image B (DIS, Farneback, or RAFT with its weights) -> .flo, with a colour picture"
 EXAMPLES = """examples:
@@ -42,13 +43,20 @@ def add_arguments(parser):
 def run(args) -> int:
     from PIL import Image
 
+    # every output and input is checked before anything is computed or written
     if args.output.suffix.lower() != ".flo":
         raise InputError(f"{args.output}: the output must end in .flo (Middlebury flow format)")
-    for out in (args.output, args.viz):
-        if out is not None and out.exists() and not args.overwrite:
-            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
-        if out is not None and out.resolve() in (args.image_a.resolve(), args.image_b.resolve()):
-            raise InputError(f"{out} is an input; choose another output path")
+    if args.viz is not None and args.viz.suffix.lower() != ".png":
+        raise InputError(f"{args.viz}: --viz writes a .png picture")
+    if args.viz is not None and args.viz.resolve() == args.output.resolve():
+        raise InputError("-o and --viz name the same file")
+    inputs = (args.image_a, args.image_b, args.gt)
+    check_writable(args.output, args.overwrite, inputs)
+    if args.viz is not None:
+        check_writable(args.viz, args.overwrite, inputs, flag="--viz")
+    gt = read_flo(args.gt) if args.gt is not None else None
+    if args.max_flow is not None:
+        check_number("--max-flow", args.max_flow, 0, low_open=True)
     set_threads(args.threads)
     learned = FLOW_METHODS[args.method][1]
     if learned and args.checkpoint is None:
@@ -58,20 +66,18 @@ def run(args) -> int:
     if args.iters < 1:
         raise ConfigError(f"--iters must be >= 1 (RAFT's refinement steps; 12 is the default), got {args.iters}")
     a, b = load_image(args.image_a), load_image(args.image_b)
+    if gt is not None and gt.shape[:2] != a.shape[:2]:
+        raise InputError(f"{args.gt}: ground truth is {gt.shape[1]}x{gt.shape[0]}, the images {a.shape[1]}x{a.shape[0]}")
     options = {"checkpoint": args.checkpoint, "iters": args.iters, "device": args.device} if learned else {}
     flow = estimate_flow(a, b, method=args.method, preset=args.preset, **options)
-    write_flo(args.output, flow)
+    write_flo(args.output, flow, overwrite=args.overwrite)
     mag = np.hypot(flow[..., 0], flow[..., 1])
     print(f"wrote {args.output} ({flow.shape[1]}x{flow.shape[0]}, mean |flow| {mag.mean():.2f} px, max {mag.max():.2f} px)")
     if args.viz is not None:
-        tmp = args.viz.with_name(f".{args.viz.stem}.tmp.png")
-        Image.fromarray(flow_to_color(flow, args.max_flow)).save(tmp)
-        tmp.replace(args.viz)
+        with atomic(args.viz, args.overwrite) as tmp:
+            Image.fromarray(flow_to_color(flow, args.max_flow)).save(tmp, format="PNG")
         print(f"wrote {args.viz}")
-    if args.gt is not None:
-        gt = read_flo(args.gt)
-        if gt.shape != flow.shape:
-            raise InputError(f"{args.gt}: ground truth is {gt.shape[1]}x{gt.shape[0]}, flow {flow.shape[1]}x{flow.shape[0]}")
+    if gt is not None:
         ok = np.isfinite(gt).all(-1) & (np.abs(gt) < 1e9).all(-1)  # .flo marks unknown vectors with 1e9
         print(f"end-point error {endpoint_error(flow, gt, ok):.3f} px, angular error {angular_error(flow, gt, ok):.2f} deg")
     return 0

@@ -8,7 +8,8 @@ from .. import video
 from ..errors import ConfigError, InputError
 from ..interpolate import METHODS
 from ..motion.flow import FLOW_METHODS
-from ..runtime import add_threads_argument, set_threads
+from .. import runtime
+from ..runtime import add_threads_argument, check_count, check_number, set_threads
 from .common import check_output
 
 HELP = "interpolate a video or a folder of frames to N times the frames (flow-based or RIFE 4.25)"
@@ -50,10 +51,20 @@ def add_arguments(parser):
     add_threads_argument(parser)
 
 
+MAX_FACTOR = 64
+
+
 def run(args) -> int:
     if Path(args.output).resolve() == Path(args.input).resolve():
         raise InputError(f"the output {args.output} is the input; write to another path (inputs are never overwritten)")
     check_output(args)
+    if args.factor is not None and not 2 <= args.factor <= MAX_FACTOR:
+        raise ConfigError(f"--factor must be between 2 and {MAX_FACTOR}, got {args.factor}")
+    if args.input_fps is not None:
+        check_number("--input-fps", args.input_fps, 0, low_open=True)
+    check_number("--duplicate-threshold", args.duplicate_threshold, 0, 255)
+    check_count("flow_iters", args.flow_iters)
+    runtime.device(args.device)
     if args.method == "rife" and args.checkpoint is None:
         raise ConfigError("--method rife needs --checkpoint flownet.pkl (RIFE 4.25, Practical-RIFE train_log)")
     if args.method == "flow" and FLOW_METHODS[args.flow][1] and args.flow_checkpoint is None:
@@ -65,7 +76,13 @@ def run(args) -> int:
 
     frames, file_fps = video.load(args.input)
     fps_in = args.input_fps or file_fps or DEFAULT_FOLDER_FPS
+    if args.fps is not None and args.fps <= fps_in:
+        raise ConfigError(f"--fps {args.fps:g} is not above the input's {fps_in:g} fps: interpolation adds frames; to "
+                          "drop frames, re-encode the video instead (or set --input-fps if the file's rate is wrong)")
     factor = None if args.fps is not None else (args.factor if args.factor is not None else 2)
+    n_out = len(frames) * (factor if factor else args.fps / fps_in)
+    runtime.check_memory(n_out * frames[0].nbytes * 2, f"{int(n_out)} output frames of {frames.shape[2]}x{frames.shape[1]}",
+                         "lower --factor / --fps, or split the clip")
     out = interpolate_frames(frames, factor, args.method, fps_in=fps_in, fps_out=args.fps, loop=args.loop,
                              checkpoint=args.checkpoint, scale=args.scale, device=args.device, flow=args.flow,
                              flow_checkpoint=args.flow_checkpoint, flow_iters=args.flow_iters,

@@ -175,15 +175,16 @@ def depth_preview(inverse_depth: np.ndarray) -> np.ndarray:
     return cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO)[:, :, ::-1].copy()  # BGR -> RGB
 
 
-def write_inverse_depth(path, inverse_depth: np.ndarray) -> Path:
+def write_inverse_depth(path, inverse_depth: np.ndarray, overwrite: bool = True) -> Path:
     """Write inverse depth: ``.npy`` (float32 as is) or ``.png`` (8-bit, d / max d * 255: the disparity convention
     of this module, brighter = nearer, so ``i2v camera --depth`` reads it back as disparity). Atomic."""
-    import os
+    from ..outputs import atomic
 
     path = Path(path)
     d = np.asarray(inverse_depth, np.float32)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    try:
+    if path.suffix.lower() not in (".npy", ".png"):
+        raise InputError(f"{path}: depth output must end in .npy (float inverse depth) or .png (8-bit, brighter = nearer)")
+    with atomic(path, overwrite) as tmp:
         if path.suffix.lower() == ".npy":
             with open(tmp, "wb") as f:
                 np.save(f, d)
@@ -192,11 +193,5 @@ def write_inverse_depth(path, inverse_depth: np.ndarray) -> Path:
 
             top = float(np.nanmax(d)) if np.isfinite(d).any() else 0.0
             grey = np.zeros(d.shape, np.uint8) if top <= 0 else (np.clip(d / top, 0, 1) * 255).round().astype(np.uint8)
-            Image.fromarray(grey).save(tmp)
-        else:
-            raise InputError(f"{path}: depth output must end in .npy (float inverse depth) or .png (8-bit, brighter = nearer)")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            Image.fromarray(grey).save(tmp, format="PNG")
     return path

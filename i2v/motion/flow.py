@@ -9,7 +9,6 @@ checkpoint, :mod:`i2v.models.raft`). The classical ones need neither weights nor
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +79,9 @@ def _raft(a, b, checkpoint=None, iters: int = 12, device="cpu", flow_init=None, 
     return estimate(model if model is not None else load_raft(checkpoint, device), a, b, iters=iters, flow_init=flow_init)
 
 
+# the smallest side each method can work on (DIS's pyramid needs 12 px; RAFT's 1/8 correlation pyramid 121 px)
+MIN_SIDE = {"dis": 12, "dis-fine": 12, "farneback": 2, "raft": 121}
+
 # name -> (function(a, b, **options) -> (h, w, 2) float32 flow, weights needed, one line). An explicit table.
 FLOW_METHODS = {
     "dis": (_dis, False, "OpenCV DIS (Kroeger et al. 2016), --preset ultrafast/fast/medium; no weights"),
@@ -102,9 +104,9 @@ def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis", preset: str
         raise ConfigError(f"unknown flow method {method!r}; valid: {', '.join(FLOW_METHODS)}")
     if np.shape(a)[:2] != np.shape(b)[:2]:
         raise InputError(f"images must have the same size for flow, got {np.shape(a)[:2]} and {np.shape(b)[:2]}; resize one first")
-    if min(np.shape(a)[:2]) < 2:
-        raise InputError(f"images of {np.shape(a)[1]}x{np.shape(a)[0]} px are too small for optical flow "
-                         "(both sides must be at least 2 px)")
+    if min(np.shape(a)[:2]) < MIN_SIDE[method]:
+        raise InputError(f"images of {np.shape(a)[1]}x{np.shape(a)[0]} px are too small for {method} optical flow "
+                         f"(both sides must be at least {MIN_SIDE[method]} px)")
     fn, _, _ = FLOW_METHODS[method]
     return fn(a, b, preset=preset, farneback=farneback, finest_scale=finest_scale, **options)
 
@@ -123,19 +125,19 @@ def read_flo(path) -> np.ndarray:
     return np.frombuffer(data[12:], "<f4").reshape(h, w, 2).copy()
 
 
-def write_flo(path, flow: np.ndarray) -> Path:
-    """Write (h, w, 2) flow as a Middlebury .flo file (atomically)."""
+def write_flo(path, flow: np.ndarray, overwrite: bool = True) -> Path:
+    """Write (h, w, 2) flow as a Middlebury .flo file (atomically, :func:`i2v.outputs.atomic`)."""
+    from ..outputs import atomic
+
     path = Path(path)
     flow = np.asarray(flow, dtype="<f4")
     if flow.ndim != 3 or flow.shape[2] != 2:
         raise InputError(f"expected flow as (h, w, 2), got {flow.shape}")
     h, w, _ = flow.shape
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic(path, overwrite) as tmp, open(tmp, "wb") as f:
         f.write(np.array([FLO_MAGIC], "<f4").tobytes())
         f.write(np.array([w, h], "<i4").tobytes())
         f.write(flow.tobytes())
-    os.replace(tmp, path)
     return path
 
 
