@@ -17,7 +17,8 @@ Attribute names equal the checkpoint keys below ``first_stage_model.`` (single f
 ``load_into``; the diffusers layout is renamed in :mod:`i2v.models.svd.checkpoint`.
 
 Normalisation (checked against the original): GroupNorm(32, eps=1e-6) in every spatial block of encoder and
-decoder; GroupNorm(32, eps=1e-5) inside the decoder's temporal ``time_stack`` blocks.
+decoder; GroupNorm(32, eps=1e-5) inside the decoder's temporal ``time_stack`` blocks. The original's autoencoder uses
+torch's own ``nn.GroupNorm`` (its U-Net upcasts in ``GroupNorm32``), and so does this file: same kernel, same rounding.
 
 Temporal mixing in the decoder (``VideoResBlock``): ``x = a * temporal + (1 - a) * spatial`` with
 ``a = sigmoid(mix_factor)`` -- the other way round from the U-Net's AlphaBlender.
@@ -36,7 +37,6 @@ from torch import nn
 from ...errors import CheckpointError
 from ...nn.attention import attention
 from ...nn.conv import TemporalConv
-from ...nn.norm import GroupNorm32
 
 
 @dataclass
@@ -89,9 +89,9 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.norm1 = GroupNorm32(cin, eps=1e-6)
+        self.norm1 = nn.GroupNorm(32, cin, eps=1e-6)
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
-        self.norm2 = GroupNorm32(cout, eps=1e-6)
+        self.norm2 = nn.GroupNorm(32, cout, eps=1e-6)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
@@ -108,8 +108,8 @@ class TimeStack(nn.Module):
     def __init__(self, c: int, kernel: tuple[int, int, int]):
         super().__init__()
         pad = tuple(k // 2 for k in kernel)
-        self.in_layers = nn.Sequential(GroupNorm32(c, eps=1e-5), nn.SiLU(), TemporalConv(c, c, kernel, padding=pad))
-        self.out_layers = nn.Sequential(GroupNorm32(c, eps=1e-5), nn.SiLU(), nn.Identity(),
+        self.in_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), TemporalConv(c, c, kernel, padding=pad))
+        self.out_layers = nn.Sequential(nn.GroupNorm(32, c, eps=1e-5), nn.SiLU(), nn.Identity(),
                                         TemporalConv(c, c, kernel, padding=pad))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +138,7 @@ class AttnBlock(nn.Module):
 
     def __init__(self, c: int):
         super().__init__()
-        self.norm = GroupNorm32(c, eps=1e-6)
+        self.norm = nn.GroupNorm(32, c, eps=1e-6)
         self.q, self.k, self.v = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)
         self.proj_out = nn.Conv2d(c, c, 1)
 
@@ -202,7 +202,7 @@ class Encoder(nn.Module):
             self.down.append(level)
         self.mid = Mid()
         self.mid.block_1, self.mid.attn_1, self.mid.block_2 = ResnetBlock(cin, cin), AttnBlock(cin), ResnetBlock(cin, cin)
-        self.norm_out = GroupNorm32(cin, eps=1e-6)
+        self.norm_out = nn.GroupNorm(32, cin, eps=1e-6)
         self.conv_out = nn.Conv2d(cin, 2 * cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -254,7 +254,7 @@ class VideoDecoder(nn.Module):
                 level.upsample = Upsample(cin)
             up.insert(0, level)
         self.up = nn.ModuleList(up)
-        self.norm_out = GroupNorm32(cin, eps=1e-6)
+        self.norm_out = nn.GroupNorm(32, cin, eps=1e-6)
         self.conv_out = AE3DConv(cin, cfg.in_channels, kernel)
 
     def forward(self, z: torch.Tensor, timesteps: int) -> torch.Tensor:
