@@ -25,9 +25,11 @@ from safetensors.torch import load_file, save_file
 import i2v
 from conftest import SHARED, case_dirs
 from i2v.cli import main
-from i2v.errors import CheckpointError, ConfigError, InputError
+from i2v.errors import CheckpointError
 from i2v.pipelines.wan import WanPipeline, best_output_size, frame_mask, i2v_size, max_area
 
+# FLF2V's reference negative prompt is longer than 512 tokens on purpose: cut as the original does, and said
+pytestmark = pytest.mark.filterwarnings("ignore::i2v.text.tokenizer.TruncationWarning")
 CASES = case_dirs("wan", "I2V_WAN_CASES")
 needs_cases = pytest.mark.skipif(not CASES, reason="needs ../shared/reference/wan* (absent in a fresh clone)")
 QUIET = {"log": lambda *a: None}
@@ -408,7 +410,8 @@ def test_saved_latents_decode_to_the_same_video(tmp_path, capsys):
     common = ["--frames", "5", "--steps", "2", "--seed", "0", "--size", f"{st['max_area']}x1", "--threads", "1"]
     assert main(["animate", str(first), "--checkpoint", str(case), "--prompt", "p", *common, "--save-latents",
                  str(tmp_path / "run.safetensors"), "-o", str(tmp_path / "a")]) == 0
-    assert main(["decode", str(tmp_path / "run.safetensors"), "--checkpoint", str(case), "-o", str(tmp_path / "b")]) == 0
+    assert main(["decode", str(tmp_path / "run.safetensors"), "--checkpoint", str(case), "--threads", "1",
+                 "-o", str(tmp_path / "b")]) == 0
     assert np.array_equal(read_frames(tmp_path / "a"), read_frames(tmp_path / "b"))
     assert "at 24 fps" in capsys.readouterr().out  # TI2V's rate, kept in the latents file
     assert i2v.registry.identify_path(tmp_path / "run.safetensors").variant == "latents"
@@ -460,6 +463,16 @@ def test_bad_inputs_are_clear_errors_and_write_nothing(tmp_path, capsys):
     _fails(["animate", str(first), "--checkpoint", str(i2v_case), "--size", "huge", *base], capsys, "--size", out=out)
     _fails(["animate", str(first), "--checkpoint", str(i2v_case), "--frames", "3", *base], capsys, "--frames", out=out)
     assert not list(tmp_path.glob(".o*"))  # no temporaries left
+
+
+def test_a_too_long_prompt_is_cut_as_the_original_and_named():
+    from i2v.text.tokenizer import TruncationWarning
+
+    pipe = pipeline(_case_of("i2v"))
+    with pytest.warns(TruncationWarning, match="the negative prompt has .* tokens"):
+        _, null = pipe.encode_prompts("short", "blurry static " * 400, progress=False)
+    assert null.shape[1] == 512
+    pipe.free_encoders()
 
 
 def test_frames_not_4k_plus_1_are_rounded_as_the_original_and_said(tmp_path):

@@ -115,12 +115,24 @@ def _refuse(args, family: str | None) -> None:
                       for who, opts in groups.items())
     them = _it(wrong)
     if args.checkpoint is None:
-        context = f"without --checkpoint the built-in model runs: add --checkpoint PATH (a model of that family) or drop {them}"
+        context = (f"without --checkpoint the built-in model runs: add --checkpoint PATH (a model of that family) "
+                   f"or drop {them}")
     elif family is None:
         context = f"--checkpoint selects a checkpoint's model: drop {them} or drop --checkpoint"
     else:
         context = f"--checkpoint {args.checkpoint} is a {NAMES[family]} checkpoint: drop {them}"
     raise ConfigError(f"{found}; {context}")
+
+
+def _builtin_animate(checkpoint):
+    """pipelines.builtin.animate, or the same call on built-in weights given as a file (e.g. `i2v train`'s
+    model.safetensors: the file says its backbone)."""
+    from ..pipelines import builtin
+
+    if checkpoint is None:
+        return builtin.animate
+    pipe = builtin.load(path=checkpoint)
+    return lambda image, backbone=None, **kw: pipe(image, **kw)
 
 
 def run(args) -> int:
@@ -146,13 +158,7 @@ def run(args) -> int:
     _refuse(args, "builtin")
     _fill(args, BUILTIN_DEFAULTS)
     _fill(args, BUILTIN_SHARED_DEFAULTS)
-    from ..pipelines.builtin import animate
-
-    if args.checkpoint is not None:  # built-in weights given as a file (e.g. `i2v train`'s model.safetensors)
-        from ..pipelines.builtin import load
-
-        pipe = load(path=args.checkpoint)
-        animate = lambda image, backbone=None, **kw: pipe(image, **kw)  # noqa: E731 -- the file says its backbone
+    animate = _builtin_animate(args.checkpoint)
     check_output(args)
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,

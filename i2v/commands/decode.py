@@ -16,10 +16,12 @@ HELP = "decode saved SVD or Wan latents to a video again, without sampling"
 EXAMPLES = """examples:
   i2v animate photo.jpg --checkpoint svd_xt.safetensors --save-latents run.safetensors -o out.mp4
   i2v decode run.safetensors --checkpoint svd_xt.safetensors -o again.mp4
-  i2v decode run.safetensors --checkpoint svd_xt.safetensors --decode-chunk-size 2 --dtype float16 --device cuda -o again.gif
+  i2v decode run.safetensors --checkpoint svd_xt.safetensors --decode-chunk-size 2 --dtype float16 --device cuda \
+      -o again.gif
   i2v decode wan_run.safetensors --vae Wan2.1-I2V-14B-480P/Wan2.1_VAE.pth -o again.mp4
   i2v decode wan_run.safetensors --checkpoint Wan2.2-TI2V-5B/ --tile 32 --device cuda -o again.mp4
-  i2v encode clip.mp4 --vae Wan2.1_VAE.pth -o clip.safetensors && i2v decode clip.safetensors --vae Wan2.1_VAE.pth -o rt.mp4"""
+  i2v encode clip.mp4 --vae Wan2.1_VAE.pth -o clip.safetensors
+  i2v decode clip.safetensors --vae Wan2.1_VAE.pth -o round_trip.mp4"""
 
 SVD_ONLY = ("unet_head_channels", "clip_head_width", "decode_chunk_size")
 WAN_ONLY = ("vae", "tile", "tile_overlap")
@@ -99,7 +101,8 @@ def run_wan(args, latents, meta) -> int:
     import torch
 
     from .. import runtime
-    from ..models.wan.vae import load_vae
+    from ..errors import InputError
+    from ..models.wan.vae import load_vae, open_wan_vae, require_wan_vae
 
     _refuse(args, SVD_ONLY, "Wan")
     for name in ("tile", "tile_overlap"):
@@ -115,9 +118,15 @@ def run_wan(args, latents, meta) -> int:
         latents = latents[None]
     if latents.ndim != 5:
         raise ConfigError(f"{args.latents}: Wan latents are (1, z, t, h, w), found {list(latents.shape)}")
-    device = runtime.device(args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    vae = load_vae(wan_vae_path(args, latents.shape[1]), dtype=runtime.dtype(args.dtype) or torch.float32, device=device)
-    vae.check_latents(latents)  # latents of the other Wan VAE: said here, naming which
+    device = runtime.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    path = wan_vae_path(args, latents.shape[1])
+    version = require_wan_vae(open_wan_vae(path).shapes, None, source=str(path))  # headers only
+    z_dim = {"2.1": 16, "2.2": 48}[version]
+    if latents.shape[1] != z_dim:
+        other = {16: "Wan2.1", 48: "Wan2.2"}.get(latents.shape[1], f"{latents.shape[1]}-channel")
+        raise InputError(f"{args.latents}: {other} latents ({latents.shape[1]} channels), but {path} is the Wan{version} "
+                         f"VAE ({z_dim} channels): decode them with the {other} VAE")
+    vae = load_vae(path, dtype=runtime.dtype(args.dtype) or torch.float32, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     z = latents.to(device)

@@ -30,7 +30,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
     parser.add_argument("--frames", type=int, default=None, help="encode only the first N frames")
     parser.add_argument("--fit", choices=("trim", "pad"), default=None,
-                        help="a frame count that is not 1 + 4k: trim = drop the last frames, pad = repeat the last frame")
+                        help="a frame count that is not 1 + 4k: trim = drop the last frames, pad = repeat the last "
+                             "frame")
     parser.add_argument("--crop", action="store_true",
                         help="centre-crop sides that are not multiples of the VAE's stride (8 for Wan2.1, 16 for 2.2)")
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
@@ -86,8 +87,9 @@ def run(args) -> int:
         top, left = (h - H) // 2, (w - W) // 2
         frames = frames[:, top:top + H, left:left + W]
         print(f"note: centre-cropped {w}x{h} -> {W}x{H} (multiples of {stride})")
-    device = runtime.device(args.device if args.device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    runtime.check_memory(frames.size * 4 * 2, f"{n} frames of {W}x{H} as float32", "encode fewer frames (--frames)")
+    device = runtime.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    runtime.check_memory(frames.size * 4 * 2, f"{n} frames of {W}x{H} as float32",
+                         "encode fewer frames (--frames)")
     vae = load_vae(args.vae, dtype=runtime.dtype(args.dtype) or torch.float32, device=device)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2)[None]  # (1, 3, t, h, w) uint8
     x = x.to(device, torch.float32) / 127.5 - 1  # [-1, 1]

@@ -36,25 +36,27 @@ def add_wan_arguments(group) -> None:
     group.add_argument("--last-frame", type=Path, default=None,
                        help="FLF2V: the image the video ends on (resized to the first frame's size if it differs)")
     group.add_argument("--shift", type=float, default=None,
-                       help="flow schedule shift (default: 3.0 for I2V at 480p, 5.0 at 720p and for TI2V, 16 for FLF2V)")
+                       help="flow schedule shift (default: 3.0 for I2V at 480p, 5.0 at 720p and for TI2V, 16 for "
+                            "FLF2V)")
     group.add_argument("--size", default=None, metavar="480p|720p|WxH",
                        help="pixel area of the video; the aspect ratio follows the image, as the original (default: "
                             "480p for a *480P* checkpoint, else 720p; TI2V 720p = 704x1280)")
     group.add_argument("--offload", default=None, choices=("text", "model", "all"),
-                       help="text: T5 and CLIP stay on the CPU and run there; model: the DiT's blocks visit the GPU one "
-                            "at a time (sequential offload); all: both")
+                       help="text: T5 and CLIP stay on the CPU and run there; model: the DiT's blocks visit the GPU "
+                            "one at a time (sequential offload); all: both")
     group.add_argument("--vae", type=Path, default=None,
                        help="Wan2.1_VAE.pth / Wan2.2_VAE.pth (or a ComfyUI / diffusers VAE) for a DiT file")
     group.add_argument("--text-encoder", type=Path, default=None,
                        help="models_t5_umt5-xxl-enc-bf16.pth or a UMT5EncoderModel folder, for a DiT file")
     group.add_argument("--clip", type=Path, default=None,
-                       help="models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth or a CLIP vision file (I2V, FLF2V)")
+                       help="models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth or a CLIP vision file (I2V, "
+                            "FLF2V)")
     group.add_argument("--tokenizer", type=Path, default=None,
                        help="the umT5 tokenizer.json or its folder (default: google/umt5-xxl/ or tokenizer/ beside the "
                             "text encoder or the checkpoint)")
     group.add_argument("--num-heads", type=int, default=None,
-                       help="DiT attention heads, for files whose head width is not 128 (the releases' ; default dim/128 "
-                            "or config.json)")
+                       help="DiT attention heads, for files whose head width is not the releases' 128 (default: "
+                            "config.json, else dim / 128)")
     group.add_argument("--tile", type=int, default=None, metavar="N",
                        help="decode the VAE in tiles of N latent pixels (less memory, small seams; e.g. 32)")
 

@@ -11,7 +11,7 @@ Data flow (F frames = 1 + 4k, F' = 1 + k latent frames, latent h x w = H/8 x W/8
 
     prompt, negative prompt -> clean, tokenize (512) -> umT5 -> (L, 4096) each, zero-padded to 512 in the DiT
     I2V / FLF2V:
-      image (full size, [-1, 1]) -> CLIP ViT-H, penultimate tokens  (1, 257, 1280)      FLF2V: first, last (1, 514, 1280)
+      image (full size, [-1, 1]) -> CLIP ViT-H, penultimate tokens (1, 257, 1280)    FLF2V: first, last (1, 514, 1280)
       image bicubic-resized to H x W (size rule from max_area), then F - 1 zero frames -> VAE -> (16, F', h, w)
                                                                      FLF2V: [first, F - 2 zeros, last]
       mask (4, F', h, w): channel c of latent frame j = 1 where pixel frame 4j + c - 3 is given (frame 0 repeated 4x)
@@ -197,6 +197,7 @@ class WanFiles:
     tokenizer: Path | None = None
     clip: Path | None = None
     tokenizer_from: str = ""  # how the tokenizer was found (printed)
+    folder: Path | None = None  # where the release's files were looked for (Wan-AI folder, or beside the DiT file)
 
 
 def _first(*paths) -> Path | None:
@@ -213,7 +214,7 @@ def find_files(path, vae=None, text_encoder=None, clip=None, tokenizer=None) -> 
     if not path.exists():
         raise InputError(f"{path}: no such file or folder")
     if path.is_dir() and (path / "model_index.json").is_file():
-        layout, dit, beside = "diffusers", path, path
+        layout, dit = "diffusers", path
         found = {"vae": _first(path / "vae"), "text_encoder": _first(path / "text_encoder"),
                  "clip": _first(path / "image_encoder"), "tokenizer": _first(path / "tokenizer")}
     else:
@@ -229,9 +230,9 @@ def find_files(path, vae=None, text_encoder=None, clip=None, tokenizer=None) -> 
         folder = te if te.is_dir() else te.parent
         parts["tokenizer"] = _first(folder / WAN_TOKENIZER, folder / "tokenizer.json", folder.parent / "tokenizer")
         how = f"found beside the text encoder ({parts['tokenizer']})"
-    files = WanFiles(dit=dit, layout=layout, **parts)
+    files = WanFiles(dit=dit, layout=layout, **parts, folder=None if layout == "diffusers" else beside)
     files.tokenizer_from = how if files.tokenizer is not None else ""
-    if layout == "wan-ai" and given["vae"] is None and all((beside / n).exists() for n in WAN_VAES.values()):
+    if files.folder is not None and vae is None and all((beside / n).exists() for n in WAN_VAES.values()):
         files.vae = None  # both VAEs beside the DiT: the DiT's latent width picks one (see WanPipeline.from_pretrained)
     return files
 
@@ -274,7 +275,7 @@ def _free(device) -> None:
 class BlockOffload:
     """Sequential offload (``offload="model"``): the DiT's blocks stay in CPU memory; each block's parameters are
     copied to ``device`` just before it runs and dropped right after (the CPU copy stays, nothing is copied
-    back), so the GPU holds one block (~0.4 GB for the 14B model in bf16) instead of the whole DiT. Pinned CPU
+    back), so the GPU holds one block (0.81 GB for the 14B model in bf16) instead of the whole DiT (33 GB). Pinned CPU
     memory makes the copies asynchronous. Everything outside the blocks (embeddings, head) lives on ``device``."""
 
     def __init__(self, model: torch.nn.Module, device):
@@ -354,8 +355,8 @@ class WanPipeline:
                            "boundary timestep), which i2v does not run yet"}.get(kind, kind)
             raise CheckpointError(f"{path}: {what}")
         preset = PRESETS[kind]
-        if files.vae is None and files.layout == "wan-ai":  # both VAEs present: the one of this DiT
-            files.vae = _first(Path(files.dit) / WAN_VAES[preset.vae])
+        if files.vae is None and files.folder is not None:  # both VAEs there: the one of this DiT
+            files.vae = _first(files.folder / WAN_VAES[preset.vae])
         needed = ["vae", "text_encoder", "tokenizer"] + (["clip"] if cfg.image_dim is not None else [])
         missing = [n for n in needed if getattr(files, n) is None]
         if missing:
@@ -393,8 +394,8 @@ class WanPipeline:
         if self.tokenizer is None:
             self.tokenizer = Tokenizer.from_file(self.files.tokenizer)
         if self.text_encoder is None:
-            self.text_encoder = self._load(f"the text encoder {self.files.text_encoder}", lambda: T5Encoder.from_pretrained(
-                self.files.text_encoder, dtype=self.dtype, device=self._text_device()))
+            self.text_encoder = self._load(f"the text encoder {self.files.text_encoder}", lambda: (
+                T5Encoder.from_pretrained(self.files.text_encoder, dtype=self.dtype, device=self._text_device())))
         return self.text_encoder
 
     def load_clip(self):
@@ -521,6 +522,8 @@ class WanPipeline:
                               "(--last-frame / last_frame=)")
 
     def _condition_ti2v(self, image, frames, size, progress) -> dict:
+        if isinstance(image, torch.Tensor):  # a tensor is in [-1, 1] here; to_uint8 takes [0, 1]
+            image = (image.detach().float().clamp(-1, 1) + 1) / 2
         arr = to_uint8(image)  # (h, w, 3) uint8, as PIL reads it
         H, W = self.sizes(*arr.shape[:2], size)
         img = resize_cover_uint8(arr, H, W, resample="lanczos")  # PIL LANCZOS to cover, then the centre crop
