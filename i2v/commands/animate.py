@@ -66,7 +66,8 @@ def add_arguments(parser) -> None:
     b.add_argument("--upscale", type=float, default=None, help="resize the output by this factor (bicubic; default 1)")
     svd.add_svd_arguments(parser.add_argument_group("Stable Video Diffusion (with --checkpoint)"))
     wan.add_wan_arguments(parser.add_argument_group(
-        "Wan (with --checkpoint; also --guidance (default 5.0), --dtype, --device, --save-latents, --clip-head-width)"))
+        "Wan (with --checkpoint; also --guidance: default 5.0, --dtype: default bfloat16 on CUDA, --device: default cuda "
+        "when present, --save-latents, --clip-head-width)"))
 
 
 # the options only some families take (beyond the image, --checkpoint, the output options, --frames, --steps,

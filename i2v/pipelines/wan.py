@@ -368,11 +368,12 @@ class WanPipeline:
         if files.clip is not None and cfg.image_dim is not None:
             _check_part("clip", files.clip, "clip-vision")
         _check_vae_version(files.vae, preset.vae, kind)
-        name = str(Path(path).resolve()).lower()
-        default_size = "480p" if kind == "i2v" and "480" in Path(name).name else "720p"
+        where = Path(path).resolve()
+        names = where.name.lower() + (" " + where.parent.name.lower() if where.is_file() else "")
+        default_size = "480p" if kind == "i2v" and "480" in names else "720p"  # the 480P release, by its name
         pipe = cls(files, cfg, dtype=dtype, device=device, offload=offload, keep_fp8=keep_fp8,
                    default_size=default_size, num_heads=num_heads, clip_head_width=clip_head_width, log=log)
-        log(f"Wan {kind} ({files.layout}: {files.dit}); {dtype}, {device}"
+        log(f"Wan {kind} ({files.layout}: {files.dit}); {dtype}, {device}; default size {default_size}"
             + (f", offload {', '.join(sorted(offload))}" if offload else "")
             + (f"; tokenizer {files.tokenizer_from}" if files.layout == "single-file" else ""))
         return pipe
@@ -571,8 +572,13 @@ class WanPipeline:
         """Latents (1, C, F', h, w) -> frames (F, 3, H, W) in [0, 1] (the VAE's output clamped to [-1, 1], as the
         original). ``tile``: tiled VAE decode (latent pixels; docs/wan-vae.md)."""
         vae = self.load_vae()
-        x = vae.decode(latents.to(self.device), progress=progress, tile=tile)  # (1, 3, F, H, W) in [-1, 1]
-        return ((x[0].transpose(0, 1).float().cpu() + 1) / 2).clamp_(0, 1)
+        z = latents.to(self.device)
+        if tile is not None:
+            pieces = [vae.decode(z, progress=progress, tile=tile)]  # (1, 3, F, H, W) in [-1, 1]
+        else:  # latent frame by latent frame, each piece to the CPU as it comes: the device never holds the video
+            pieces = vae.decode_frames(z, progress=progress)  # (1, 3, 1 or 4, H, W) in [-1, 1]
+        frames = torch.cat([p[0].transpose(0, 1).float().cpu() for p in pieces])  # (F, 3, H, W)
+        return frames.add_(1).div_(2).clamp_(0, 1)
 
     def settings(self, frames=None, steps=None, shift=None, guidance=None, sampler=None, size=None) -> dict:
         """The values a call will use: the given ones, else the model's defaults (PRESETS)."""
