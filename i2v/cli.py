@@ -10,13 +10,15 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import animate, camera, cinemagraph, decode, depth, eval, flow, inspect, interpolate, samplers, train
+from .commands import (animate, camera, cinemagraph, decode, depth, encode, eval, flow, inspect, interpolate, samplers,
+                       train)
 from .errors import I2VError
 
 # name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
 COMMANDS = {
     "animate": animate,
     "decode": decode,
+    "encode": encode,
     "train": train,
     "eval": eval,
     "samplers": samplers,

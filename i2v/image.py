@@ -8,7 +8,8 @@
   priors, [-1, 1] for the diffusion models); float RGB arrays keep their precision. A TENSOR is taken as already
   converted: its shape is checked and it is cast, not rescaled (pipelines pass their own preprocessed tensors).
 - :func:`cover_crop`: resize so the image covers ``(height, width)`` keeping its aspect ratio, then centre-crop:
-  the rule SVD and Wan2.2 TI2V use to reach a model size.
+  the rule SVD uses to reach a model size; :func:`resize_cover_uint8` the same with PIL's filters (Wan2.2 TI2V's
+  LANCZOS).
 
 Each family's own size rule (SVD's multiples of 64, Wan's ``max_area``) lives in its pipeline and calls these.
 Nothing here imports torch until a tensor is asked for.
@@ -128,3 +129,19 @@ def cover_crop(x, height: int, width: int, mode: str = "bicubic", antialias: boo
                           align_corners=False if mode in ("bilinear", "bicubic") else None)
     top, left = (rh - height) // 2, (rw - width) // 2
     return x[..., top:top + height, left:left + width]
+
+
+def resize_cover_uint8(image, height: int, width: int, resample: str = "lanczos") -> np.ndarray:
+    """PIL's resize of an image-like to cover (height, width) keeping its aspect ratio -- sides round(side * s),
+    s = max(height / h, width / w) -- then the centre crop at ((W - width) // 2, (H - height) // 2): Wan2.2 TI2V's
+    preprocessing (``Image.LANCZOS``). (h, w, 3) uint8 -> (height, width, 3) uint8."""
+    from PIL import Image
+
+    filters = {"lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+    if resample not in filters:
+        raise InputError(f"resample {resample!r}: expected one of {', '.join(filters)}")
+    im = Image.fromarray(to_uint8(image))
+    s = max(width / im.width, height / im.height)
+    im = im.resize((max(width, round(im.width * s)), max(height, round(im.height * s))), filters[resample])
+    left, top = (im.width - width) // 2, (im.height - height) // 2
+    return np.asarray(im.crop((left, top, left + width, top + height)))

@@ -1,8 +1,10 @@
 """`i2v animate IMAGE -o out.mp4`: animate an image.
 
 Without ``--checkpoint`` the built-in model runs (:mod:`i2v.pipelines.builtin`, shipped weights, 64x64);
-with ``--checkpoint PATH`` Stable Video Diffusion runs (:mod:`i2v.pipelines.svd`, see :mod:`.svd`). Options
-that only one of the two understands are refused for the other, with a message saying which they belong to.
+with ``--checkpoint PATH`` the checkpoint's family, as the registry names it (:func:`i2v.registry.identify_path`),
+decides: built-in weights (e.g. trained with `i2v train`) run the built-in model, Stable Video Diffusion runs
+:mod:`i2v.pipelines.svd` (see :mod:`.svd`), Wan runs :mod:`i2v.pipelines.wan` (see :mod:`.wan`). Options that only
+other families understand are refused, with a message naming the family each belongs to (:data:`TAKES`).
 """
 
 from __future__ import annotations
@@ -13,16 +15,17 @@ from ..data.procedural import MOTIONS
 from ..diffusion.catalog import SAMPLERS, SCHEDULES
 from ..errors import ConfigError
 from ..runtime import add_threads_argument, set_threads
-from . import svd
+from . import svd, wan
 from .common import add_output_arguments, check_output, write_video
 
-HELP = "animate an image: the built-in model by default, Stable Video Diffusion with --checkpoint"
+HELP = "animate an image: the built-in model by default, Stable Video Diffusion or Wan with --checkpoint"
 EXAMPLES = """examples (built-in model, no download):
   i2v animate i2v/assets/example.png -o out.mp4
   i2v animate photo.jpg --motion pan-left --speed 1.5 -o pan.gif
   i2v animate photo.jpg --backbone dit --sampler heun --steps 12 --seed 3 -o dit.mp4
   i2v animate photo.jpg --motion rotate-cw --upscale 4 --interpolate 2 -o big.mp4
-motions: """ + ", ".join(MOTIONS) + "\n\n" + svd.EXAMPLES.replace("examples:", "examples (Stable Video Diffusion):")
+motions: """ + ", ".join(MOTIONS) + "\n\n" + svd.EXAMPLES.replace("examples:", "examples (Stable Video Diffusion):") \
+    + "\n\n" + wan.EXAMPLES
 
 # defaults of the options each model alone understands (the parser keeps them None to tell "not given")
 BUILTIN_DEFAULTS = {"motion": "zoom-in", "speed": 1.0, "backbone": "unet", "guidance": 1.0, "start_sigma": None,
@@ -62,6 +65,20 @@ def add_arguments(parser) -> None:
                         "else 0.002; larger = smoother, less residual noise)")
     b.add_argument("--upscale", type=float, default=None, help="resize the output by this factor (bicubic; default 1)")
     svd.add_svd_arguments(parser.add_argument_group("Stable Video Diffusion (with --checkpoint)"))
+    wan.add_wan_arguments(parser.add_argument_group(
+        "Wan (with --checkpoint; also --guidance: default 5.0, --dtype: default bfloat16 on CUDA, --device: default cuda "
+        "when present, --save-latents, --clip-head-width)"))
+
+
+# the options only some families take (beyond the image, --checkpoint, the output options, --frames, --steps,
+# --sampler, --seed, --threads): the parser keeps them None when not given, and the family that runs refuses the rest
+TAKES = {
+    "builtin": set(BUILTIN_DEFAULTS) | {"schedule"},
+    "svd": set(svd.SVD_DEFAULTS) | {"schedule"},
+    "wan": set(wan.WAN_OPTIONS) | set(wan.WAN_SHARED),
+}
+NAMES = {"builtin": "the built-in model", "svd": "Stable Video Diffusion", "wan": "Wan"}
+BUILTIN_FROM_FILE = {"backbone"}  # a built-in checkpoint says its backbone itself
 
 
 def _given(args, names) -> list[str]:
@@ -78,22 +95,71 @@ def _fill(args, defaults: dict) -> None:
             setattr(args, k, v)
 
 
+def _refuse(args, family: str | None) -> None:
+    """A ConfigError naming every given option that ``family`` does not take, and the families that do.
+    ``family`` None: a --checkpoint not opened yet; then only the options no checkpoint family takes are refused."""
+    from_file = BUILTIN_FROM_FILE if args.checkpoint is not None else set()
+    if family is None:
+        allowed = (TAKES["builtin"] - from_file) | TAKES["svd"] | TAKES["wan"]
+    else:
+        allowed = TAKES[family] - (from_file if family == "builtin" else set())
+    wrong = [n for n in sorted(set().union(*TAKES.values()) - allowed) if getattr(args, n, None) is not None]
+    if not wrong:
+        return
+    groups: dict[str, list[str]] = {}
+    for n in wrong:
+        who = [NAMES[f] for f in TAKES if n in TAKES[f] and f != family]
+        if n in from_file:
+            who = ["the built-in model without --checkpoint (a built-in checkpoint says its backbone itself)"]
+        groups.setdefault(" and ".join(who), []).append("--" + n.replace("_", "-"))
+    found = "; ".join(f"{', '.join(opts)}: only {who} take{'' if ' and ' in who else 's'} {_it(opts)}"
+                      for who, opts in groups.items())
+    them = _it(wrong)
+    if args.checkpoint is None:
+        context = (f"without --checkpoint the built-in model runs: add --checkpoint PATH (a model of that family) "
+                   f"or drop {them}")
+    elif family is None:
+        context = f"--checkpoint selects a checkpoint's model: drop {them} or drop --checkpoint"
+    else:
+        context = f"--checkpoint {args.checkpoint} is a {NAMES[family]} checkpoint: drop {them}"
+    raise ConfigError(f"{found}; {context}")
+
+
+def _builtin_animate(checkpoint):
+    """pipelines.builtin.animate, or the same call on built-in weights given as a file (e.g. `i2v train`'s
+    model.safetensors: the file says its backbone)."""
+    from ..pipelines import builtin
+
+    if checkpoint is None:
+        return builtin.animate
+    pipe = builtin.load(path=checkpoint)
+    return lambda image, backbone=None, **kw: pipe(image, **kw)
+
+
 def run(args) -> int:
     set_threads(args.threads)
+    family = "builtin"
     if args.checkpoint is not None:
-        wrong = _given(args, BUILTIN_DEFAULTS)
-        if wrong:
-            raise ConfigError(f"{', '.join(wrong)}: only the built-in model takes {_it(wrong)}, and --checkpoint "
-                              f"selects Stable Video Diffusion; drop {_it(wrong)} or drop --checkpoint")
-        return svd.run(args)
-    wrong = _given(args, svd.SVD_DEFAULTS)
-    if wrong:
-        raise ConfigError(f"{', '.join(wrong)}: only Stable Video Diffusion takes {_it(wrong)}; add --checkpoint "
-                          f"PATH (an SVD checkpoint) or drop {_it(wrong)}")
+        _refuse(args, None)  # before the file is even opened
+        from ..registry import identify_path
+
+        match = identify_path(args.checkpoint)
+        family = match.family
+        if family not in TAKES:
+            raise ConfigError(f"--checkpoint {args.checkpoint}: {match.description} (family {family!r}); `i2v animate` "
+                              "runs built-in, Stable Video Diffusion and Wan checkpoints")
+        _refuse(args, family)
+        if family == "svd":
+            return svd.run(args)
+        if family == "wan":
+            if match.variant == "latents" or "vae" in match.variant:
+                raise ConfigError(f"--checkpoint {args.checkpoint}: {match.description}; give the Wan model (its "
+                                  "folder or DiT file) as --checkpoint")
+            return wan.run(args)
+    _refuse(args, "builtin")
     _fill(args, BUILTIN_DEFAULTS)
     _fill(args, BUILTIN_SHARED_DEFAULTS)
-    from ..pipelines.builtin import animate
-
+    animate = _builtin_animate(args.checkpoint)
     check_output(args)
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,

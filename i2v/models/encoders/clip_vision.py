@@ -63,7 +63,8 @@ class ClipVisionConfig:
     layers: int = 32          # residual attention blocks
     heads: int = 16           # width // head_width (not inferable from shapes)
     mlp_width: int = 5120     # hidden width of the MLP (4 * width)
-    embed_dim: int = 1024     # output of the projection (SVD's readout)
+    embed_dim: int | None = 1024  # output of the projection (SVD's readout); None: a tower without one
+    #                               (transformers CLIPVisionModel, Wan's diffusers image_encoder/: tokens only)
     act: str = "gelu"         # "gelu" (OpenCLIP ViT-H, Wan's ViT-H) or "quick_gelu" (OpenAI CLIP)
 
     @classmethod
@@ -71,7 +72,7 @@ class ClipVisionConfig:
                         where: str = "CLIP vision tower") -> "ClipVisionConfig":
         """Config from the shapes (key -> shape, OpenCLIP names) of ``conv1.weight``, ``positional_embedding``,
         ``proj`` and the resblocks."""
-        for k in ("conv1.weight", "positional_embedding", "proj", "class_embedding"):
+        for k in ("conv1.weight", "positional_embedding", "class_embedding"):
             if k not in shapes:
                 raise CheckpointError(f"{where}: missing tensor {k!r}: not a CLIP ViT image tower")
         width, _, p, _ = shapes["conv1.weight"]
@@ -90,7 +91,7 @@ class ClipVisionConfig:
             raise CheckpointError(f"{where}: width {width} is not a multiple of head_width {head_width}")
         return cls(image_size=grid * p, patch_size=int(p), width=int(width), layers=layers,
                    heads=int(width) // head_width, mlp_width=int(shapes["transformer.resblocks.0.mlp.c_fc.weight"][0]),
-                   embed_dim=int(shapes["proj"][1]), act=act)
+                   embed_dim=int(shapes["proj"][1]) if "proj" in shapes else None, act=act)
 
 
 class MultiheadAttention(nn.Module):
@@ -160,7 +161,7 @@ class ClipVision(nn.Module):
         self.ln_pre = nn.LayerNorm(w)
         self.transformer = Transformer(cfg)
         self.ln_post = nn.LayerNorm(w)
-        self.proj = nn.Parameter(torch.empty(w, cfg.embed_dim))
+        self.proj = nn.Parameter(torch.empty(w, cfg.embed_dim)) if cfg.embed_dim is not None else None
 
     def forward(self, x: torch.Tensor, blocks: int | None = None) -> torch.Tensor:
         """Tokens after the first ``blocks`` residual blocks (all when None): (b, 3, s, s) -> (b, 1 + g*g, width)."""
@@ -174,6 +175,9 @@ class ClipVision(nn.Module):
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """CLIP's image embedding of normalised input: ln_post(class token after all blocks) @ proj, (b, embed_dim)."""
+        if self.proj is None:
+            raise CheckpointError("this CLIP tower has no projection (a CLIPVisionModel without visual_projection): "
+                                  "it gives tokens (Wan's readout), not SVD's pooled embedding")
         return self.ln_post(self(x)[:, 0]) @ self.proj
 
     def embed(self, image: torch.Tensor) -> torch.Tensor:

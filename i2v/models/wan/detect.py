@@ -96,8 +96,24 @@ def detect_folder(path: Path) -> Match | None:
     return None
 
 
-def load(path, match: Match, **options):
-    """Wan pipelines and modules (the model code lands with the Wan issues)."""
-    from ...errors import CheckpointError
+def load(path, match: Match, dtype=None, device=None, **options):
+    """``i2v.load`` for Wan files: a pipeline (:class:`i2v.pipelines.wan.WanPipeline`) for a DiT file or a Wan-AI /
+    diffusers folder (``vae=``, ``text_encoder=``, ``clip=``, ``tokenizer=``, ``offload=`` ... as its
+    ``from_pretrained``), the VAE module for a VAE file."""
+    if match.variant == "latents":
+        from ...errors import CheckpointError
 
-    raise CheckpointError(f"{path}: recognised as {match.description}, but this version of i2v cannot run Wan yet")
+        raise CheckpointError(f"{path}: saved Wan latents, not a model: render them with `i2v decode {path} --vae "
+                              "Wan2.1_VAE.pth -o out.mp4` (i2v.latents.load_latents reads them)")
+    if match.variant.startswith("vae") or match.variant == "diffusers-vae":
+        from .vae import load_vae
+
+        if options:
+            from ...errors import ConfigError
+
+            raise ConfigError(f"{path} is a Wan VAE: i2v.load takes only dtype= and device= for it, not "
+                              f"{', '.join(sorted(options))}")
+        return load_vae(path, dtype=dtype, device=device or "cpu")
+    from ...pipelines.wan import WanPipeline
+
+    return WanPipeline.from_pretrained(path, dtype=dtype, device=device, **options)
