@@ -87,3 +87,23 @@ def test_a_stray_tensor_is_not_skipped(tmp_path):
 def test_bad_image_shape_is_an_input_error():
     with pytest.raises(InputError, match=r"\(b, 3, H, W\)"):
         wan_preprocess(torch.zeros(3, 16, 16))
+
+
+@pytest.mark.parametrize("with_projection", [False, True])
+def test_transformers_vision_towers_in_both_key_layouts(tmp_path, with_projection):
+    """transformers 5 saves CLIPVisionModel without the "vision_model." prefix, CLIPVisionModelWithProjection with
+    it; both load through i2v.load and give transformers' own penultimate hidden state (Wan's readout)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                        num_attention_heads=2, image_size=28, patch_size=14, projection_dim=32,
+                                        hidden_act="gelu", layer_norm_eps=1e-5)
+    torch.manual_seed(0)
+    cls = transformers.CLIPVisionModelWithProjection if with_projection else transformers.CLIPVisionModel
+    ref = cls(cfg).eval()
+    ref.save_pretrained(tmp_path / "enc")
+    tower = i2v.load(tmp_path / "enc" / "model.safetensors", head_width=32)
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        want = ref(pixel_values=x, output_hidden_states=True).hidden_states[-2]
+        got = tower(x, blocks=tower.config.layers - 1)
+    assert rel(got, want) <= 1e-5

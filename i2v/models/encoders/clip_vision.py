@@ -205,6 +205,9 @@ class ClipVision(nn.Module):
         source = sd.source
         if "visual.cls_embedding" in sd:
             sd, skip = wan_to_open_clip(sd), WAN_SKIPS
+        elif "embeddings.patch_embedding.weight" in sd and "pre_layrnorm.weight" in sd:
+            # transformers >= 5 writes CLIPVisionModel without the "vision_model." prefix
+            sd = transformers_to_open_clip(sd.rename(lambda k: f"vision_model.{k}"), source)
         elif any(k.startswith("vision_model.") for k in sd):
             sd = transformers_to_open_clip(sd, source)
         cfg = ClipVisionConfig.from_state_dict(_shapes(sd), head_width=head_width, act=act, where=source)

@@ -6,6 +6,10 @@ from ..family import Match, count_indexed, has
 
 
 def detect_clip(keys, shapes, metadata) -> Match | None:
+    if has(keys, "embeddings.patch_embedding.", "encoder.layers.0.self_attn.", "pre_layrnorm."):
+        # transformers >= 5 saves CLIPVisionModel without its "vision_model." prefix
+        keys = {f"vision_model.{k}" for k in keys}
+        shapes = {f"vision_model.{k}": v for k, v in shapes.items()}
     if has(keys, "vision_model.embeddings.patch_embedding.") and (
             has(keys, "visual_projection.") or has(keys, "vision_model.encoder.layers.0.")):
         width = shapes["vision_model.embeddings.patch_embedding.weight"][0]
