@@ -1,6 +1,8 @@
 """`i2v animate IMAGE -o out.mp4`: animate an image.
 
-Without ``--checkpoint`` the built-in model runs (:mod:`i2v.pipelines.builtin`, shipped weights, 64x64);
+Without ``--checkpoint`` the built-in model runs (:mod:`i2v.pipelines.builtin`, shipped weights: motion generated
+at 64 px on the photo's aspect ratio, rendered at the photo's resolution; ``--size 64`` for the model's own
+64x64 centre square);
 with ``--checkpoint PATH`` Stable Video Diffusion runs (:mod:`i2v.pipelines.svd`, see :mod:`.svd`). Options
 that only one of the two understands are refused for the other, with a message saying which they belong to.
 """
@@ -21,12 +23,13 @@ EXAMPLES = """examples (built-in model, no download):
   i2v animate i2v/assets/example.png -o out.mp4
   i2v animate photo.jpg --motion pan-left --speed 1.5 -o pan.gif
   i2v animate photo.jpg --backbone dit --sampler heun --steps 12 --seed 3 -o dit.mp4
-  i2v animate photo.jpg --motion rotate-cw --upscale 4 --interpolate 2 -o big.mp4
+  i2v animate photo.jpg --motion rotate-cw --upscale 2 --interpolate 2 -o big.mp4
+  i2v animate photo.jpg --size 64 -o square.mp4          # the model's own 64x64 output (centre square)
 motions: """ + ", ".join(MOTIONS) + "\n\n" + svd.EXAMPLES.replace("examples:", "examples (Stable Video Diffusion):")
 
 # defaults of the options each model alone understands (the parser keeps them None to tell "not given")
 BUILTIN_DEFAULTS = {"motion": "zoom-in", "speed": 1.0, "backbone": "unet", "guidance": 1.0, "start_sigma": None,
-                    "sigma_min": None, "upscale": 1.0}
+                    "sigma_min": None, "upscale": 1.0, "size": None}
 BUILTIN_SHARED_DEFAULTS = {"steps": 20, "seed": 0, "fps": 8.0}
 
 
@@ -48,7 +51,10 @@ def add_arguments(parser) -> None:
     add_threads_argument(g)
     b = parser.add_argument_group("built-in model (without --checkpoint)")
     b.add_argument("--motion", default=None, choices=MOTIONS, metavar="MOTION",
-                   help=f"camera or object motion (default zoom-in): {', '.join(MOTIONS)}")
+                   help=f"motion (default zoom-in): {', '.join(MOTIONS)}. The camera moves (pan, zoom, rotate) "
+                        "move the whole picture; slide and bounce were trained only on synthetic sprites (small "
+                        "textured shapes sliding or bouncing over a still procedural background): on a photo "
+                        "expect little or odd motion")
     b.add_argument("--speed", type=float, default=None, help="motion speed, trained on 0.5 .. 1.5 (default 1)")
     b.add_argument("--backbone", default=None, choices=("unet", "dit"),
                    help="factorised 3D U-Net or spatio-temporal DiT (default unet)")
@@ -60,7 +66,14 @@ def add_arguments(parser) -> None:
     b.add_argument("--sigma-min", type=float, default=None,
                    help="lowest noise level before the final jump to 0 (default: the weights' recommendation, "
                         "else 0.002; larger = smoother, less residual noise)")
-    b.add_argument("--upscale", type=float, default=None, help="resize the output by this factor (bicubic; default 1)")
+    b.add_argument("--size", type=int, default=None, metavar="N",
+                   help="the old behaviour: centre-crop a square and generate it at N x N, output N x N (trained "
+                        "at 64; N a multiple of 16 for the U-Net, 4 for the DiT). Default: the motion is generated "
+                        "at 64 px on the longer side, on the photo's aspect ratio (sides padded to those multiples), "
+                        "and rendered at the photo's own resolution (the photo moved, plus the generated residual)")
+    b.add_argument("--upscale", type=float, default=None,
+                   help="output size factor (default 1): renders at this times the photo's size, or with --size "
+                        "resizes the N x N frames (bicubic)")
     svd.add_svd_arguments(parser.add_argument_group("Stable Video Diffusion (with --checkpoint)"))
 
 
@@ -98,6 +111,6 @@ def run(args) -> int:
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,
                      guidance=args.guidance, upscale=args.upscale, start_sigma=args.start_sigma,
-                     sigma_min=args.sigma_min)
+                     sigma_min=args.sigma_min, size=args.size, log=print)
     write_video(frames, args)
     return 0
