@@ -26,12 +26,13 @@ What happens (nothing hidden):
    residual flow, read at every full-resolution pixel: :class:`i2v.models.builtin.heads.WarpMotion`), and
    only what the generation adds is taken from the 64 px frames::
 
-       out_k = up(G_k) + m_k (P_k - up(down(P_k)))      P_k: the photo moved to frame k, bicubic
-                                                        G_k: the generated frame, m_k: the warp mask (upsampled)
+       out_k = up(G_k - m_k W_k) + up(m_k) P_k      P_k: the photo moved to frame k (bicubic), inside the photo
+                                                    G_k: the generated frame, W_k: the model's moved first frame,
+                                                    m_k: the warp mask; up: bicubic
 
-   (:func:`i2v.motion.warp.transfer_detail`): where the mask says the frame is the moved first frame (m = 1),
-   the output is the moved photo plus the generated low-frequency residual; where content enters the picture or
-   is disoccluded (m = 0, or the source lies outside the photo) it is the generated frame, upsampled. A model
+   (:func:`i2v.motion.warp.transfer_detail`): where the mask says the frame is the moved first frame (m = 1)
+   the output is the moved photo plus the generated residual; where content enters the picture or is
+   disoccluded (m = 0, or the source lies outside the photo) it is the generated frame, upsampled. A model
    without a warp mask uses the DIS optical flow of its frames to frame 0 instead, upsampled, and trusts it
    where forward and backward flow agree. With ``size=N``, ``upscale`` resizes the N x N frames (bicubic).
 """
