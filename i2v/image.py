@@ -10,6 +10,9 @@
 - :func:`cover_crop`: resize so the image covers ``(height, width)`` keeping its aspect ratio, then centre-crop:
   the rule SVD uses to reach a model size; :func:`resize_cover_uint8` the same with PIL's filters (Wan2.2 TI2V's
   LANCZOS).
+- :func:`fit_grid` -> :class:`GridFit`: the whole image on a model's grid, aspect ratio kept (longer side = the
+  model's size, then reflection padding up to the multiples the model needs), and the map between the image's
+  and the grid's normalised coordinates (the built-in model renders its motion back at the photo's resolution).
 
 Each family's own size rule (SVD's multiples of 64, Wan's ``max_area``) lives in its pipeline and calls these.
 Nothing here imports torch until a tensor is asked for.
@@ -17,6 +20,7 @@ Nothing here imports torch until a tensor is asked for.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +149,83 @@ def resize_cover_uint8(image, height: int, width: int, resample: str = "lanczos"
     im = im.resize((max(width, round(im.width * s)), max(height, round(im.height * s))), filters[resample])
     left, top = (im.width - width) // 2, (im.height - height) // 2
     return np.asarray(im.crop((left, top, left + width, top + height)))
+
+
+@dataclass(frozen=True)
+class GridFit:
+    """How a whole image goes onto a model's grid with its aspect ratio kept: resized to ``content`` (its longer
+    side the model's size, the other rounded), then padded by reflection to ``grid``, whose sides are multiples
+    of what the model needs. All sizes are (height, width); ``pad`` is (top, bottom, left, right).
+
+    Positions are normalised coordinates as ``grid_sample(align_corners=False)`` reads them: (-1, -1) and (1, 1)
+    are the outer corners, so a position means the same place at every resolution. The image's x = +-1 sits at
+    the content's edges inside the grid::
+
+        x_grid = (w_content / w_grid) x_image + (left - right) / w_grid        (the same for y)
+    """
+    image: tuple[int, int]
+    content: tuple[int, int]
+    grid: tuple[int, int]
+    pad: tuple[int, int, int, int]
+
+    def describe(self) -> str:
+        """'64x48', or '64x43 (padded to 64x48)' (width x height, as image sizes are usually written)."""
+        (ch, cw), (gh, gw) = self.content, self.grid
+        return f"{cw}x{ch}" + ("" if (ch, cw) == (gh, gw) else f" (padded to {gw}x{gh})")
+
+    def _affine(self):
+        (ch, cw), (gh, gw), (top, bottom, left, right) = self.content, self.grid, self.pad
+        return (cw / gw, ch / gh), ((left - right) / gw, (top - bottom) / gh)  # (scale x, y), (offset x, y)
+
+    def to_grid(self, points):
+        """(..., 2) normalised (x, y) positions in the image -> the same places in the grid's coordinates."""
+        (ax, ay), (bx, by) = self._affine()
+        return _stack_xy(points[..., 0] * ax + bx, points[..., 1] * ay + by, points)
+
+    def from_grid(self, points):
+        """Inverse of :meth:`to_grid`: the grid's normalised positions -> the image's."""
+        (ax, ay), (bx, by) = self._affine()
+        return _stack_xy((points[..., 0] - bx) / ax, (points[..., 1] - by) / ay, points)
+
+    def crop(self, x):
+        """(..., grid h, grid w) array or tensor -> (..., content h, content w): the image's part of the grid."""
+        top, _, left, _ = self.pad
+        return x[..., top:top + self.content[0], left:left + self.content[1]]
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 image (of size ``self.image``) -> (grid h, grid w, 3) uint8: area-resized to the
+        content size (bicubic when enlarging), reflection-padded (the edge pixel is not repeated)."""
+        import cv2
+
+        if image.shape[:2] != self.image:
+            raise InputError(f"this fit is for a {self.image[1]}x{self.image[0]} image, "
+                             f"got {image.shape[1]}x{image.shape[0]}")
+        (ch, cw), (h, w) = self.content, self.image
+        out = cv2.resize(np.ascontiguousarray(image), (cw, ch),
+                         interpolation=cv2.INTER_AREA if ch <= h and cw <= w else cv2.INTER_CUBIC)
+        top, bottom, left, right = self.pad
+        if any(self.pad):
+            out = cv2.copyMakeBorder(out, top, bottom, left, right, cv2.BORDER_REFLECT_101)
+        return out
+
+
+def _stack_xy(x, y, like):
+    if _is_tensor(like):
+        import torch
+
+        return torch.stack([x, y], dim=-1)
+    return np.stack([x, y], axis=-1)
+
+
+def fit_grid(height: int, width: int, long_side: int, multiple: int) -> GridFit:
+    """The :class:`GridFit` of a ``height`` x ``width`` image for a model that runs at ``long_side`` pixels on
+    its longer side and needs sides in multiples of ``multiple``: 640x480 on (64, 16) -> content 64x48, no
+    padding; 1000x667 -> content 64x43, padded to 64x48 (2 rows above, 3 below)."""
+    if min(height, width) < 1 or long_side < 1 or multiple < 1:
+        raise InputError(f"cannot fit a {width}x{height} image onto a grid of long side {long_side}, "
+                         f"multiple {multiple}")
+    scale = long_side / max(height, width)
+    ch, cw = max(1, round(height * scale)), max(1, round(width * scale))
+    gh, gw = (-(-n // multiple) * multiple for n in (ch, cw))  # round up to the multiple
+    top, left = (gh - ch) // 2, (gw - cw) // 2
+    return GridFit((height, width), (ch, cw), (gh, gw), (top, gh - ch - top, left, gw - cw - left))

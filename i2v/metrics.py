@@ -1,6 +1,7 @@
 """Quality measures of flows and videos, shared by evaluation, training losses, tests and benchmarks.
 
 - :func:`psnr`, :func:`ssim`: per-frame fidelity to ground truth (pixels in [0, 1]).
+- :func:`laplacian_variance`: the sharpness of one frame (variance of its Laplacian, Pech-Pacheco et al. 2000).
 - :func:`warping_error_along`, :func:`warping_error`, :func:`consecutive_flows`, :func:`flicker`: temporal
   consistency of a video (Lai et al. 2018's warping error along optical flow; mean frame-to-frame change).
 - :func:`endpoint_error`, :func:`angular_error`: optical flow against ground truth (Baker et al. 2011).
@@ -23,6 +24,16 @@ def ssim(pred: np.ndarray, true: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
     return float(np.mean([structural_similarity(p, t, channel_axis=-1, data_range=1.0)
                           for p, t in zip(pred.astype(np.float64), true.astype(np.float64))]))
+
+
+def laplacian_variance(frame: np.ndarray) -> float:
+    """Sharpness of a frame (h, w, 3) in [0, 1]: the variance of the 3x3 Laplacian of its grey level on the
+    0..255 scale (``cv2.Laplacian(grey, CV_64F).var()``, the usual focus measure). It falls as detail is lost:
+    a blur, or an enlargement by s (about s^-4 for natural images)."""
+    import cv2
+
+    grey = np.asarray(frame, np.float64) @ np.array([0.299, 0.587, 0.114]) * 255
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def consecutive_flows(video):

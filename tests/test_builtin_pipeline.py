@@ -28,9 +28,10 @@ def test_shipped_weights_exist_and_fit_the_budget():
 def test_generation_is_deterministic_by_seed(backbone):
     pipe = BuiltinPipeline.load(backbone)
     assert (pipe.frames, pipe.size, pipe.metadata["backbone"]) == (16, 64, backbone)
-    a = pipe(EXAMPLE, motion="pan-left", steps=3, seed=5, progress=False)
-    b = pipe(EXAMPLE, motion="pan-left", steps=3, seed=5, progress=False)
-    c = pipe(EXAMPLE, motion="pan-left", steps=3, seed=6, progress=False)
+    # size=64: the model's own 64x64 output (the default renders at the photo's size: test_builtin_fullres.py)
+    a = pipe(EXAMPLE, motion="pan-left", steps=3, seed=5, progress=False, size=64)
+    b = pipe(EXAMPLE, motion="pan-left", steps=3, seed=5, progress=False, size=64)
+    c = pipe(EXAMPLE, motion="pan-left", steps=3, seed=6, progress=False, size=64)
     assert a.shape == (16, 3, 64, 64) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b)
     assert (a[1:] - c[1:]).abs().mean() > 1e-3
@@ -43,8 +44,11 @@ def test_generation_is_deterministic_by_seed(backbone):
 
 def test_options_and_errors():
     pipe = BuiltinPipeline.load("unet")
-    out = pipe(EXAMPLE, motion="zoom-in", steps=2, frames=5, upscale=2, sampler="euler", progress=False)
+    out = pipe(EXAMPLE, motion="zoom-in", steps=2, frames=5, upscale=2, sampler="euler", progress=False, size=64)
     assert out.shape == (5, 3, 128, 128)
+    a = pipe(EXAMPLE, motion="pan-left", steps=2, frames=3, seed=1, progress=False)  # the default, 128x128 photo
+    assert a.shape == (3, 3, 128, 128) and torch.equal(a, pipe(EXAMPLE, motion="pan-left", steps=2, frames=3, seed=1,
+                                                               progress=False))
     with pytest.raises(ConfigError, match="zoom-in"):
         pipe(EXAMPLE, motion="zoom", steps=2)
     with pytest.raises(ConfigError, match="flow"):

@@ -1,10 +1,12 @@
 """`i2v animate IMAGE -o out.mp4`: animate an image.
 
-Without ``--checkpoint`` the built-in model runs (:mod:`i2v.pipelines.builtin`, shipped weights, 64x64);
-with ``--checkpoint PATH`` the checkpoint's family, as the registry names it (:func:`i2v.registry.identify_path`),
-decides: built-in weights (e.g. trained with `i2v train`) run the built-in model, Stable Video Diffusion runs
-:mod:`i2v.pipelines.svd` (see :mod:`.svd`), Wan runs :mod:`i2v.pipelines.wan` (see :mod:`.wan`). Options that only
-other families understand are refused, with a message naming the family each belongs to (:data:`TAKES`).
+Without ``--checkpoint`` the built-in model runs (:mod:`i2v.pipelines.builtin`, shipped weights: motion generated
+at 64 px on the photo's aspect ratio, rendered at the photo's resolution; ``--size 64`` for the model's own
+64x64 centre square); with ``--checkpoint PATH`` the checkpoint's family, as the registry names it
+(:func:`i2v.registry.identify_path`), decides: built-in weights (e.g. trained with `i2v train`) run the built-in
+model, Stable Video Diffusion runs :mod:`i2v.pipelines.svd` (see :mod:`.svd`), Wan runs :mod:`i2v.pipelines.wan`
+(see :mod:`.wan`). Options that only other families understand are refused, with a message naming the family each
+belongs to (:data:`TAKES`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from ..data.procedural import MOTIONS
 from ..diffusion.catalog import SAMPLERS, SCHEDULES
 from ..errors import ConfigError
-from ..runtime import add_threads_argument, set_threads
+from ..runtime import add_threads_argument, check_number, set_threads
 from . import svd, wan
 from .common import add_output_arguments, check_output, write_video
 
@@ -23,21 +25,25 @@ EXAMPLES = """examples (built-in model, no download):
   i2v animate i2v/assets/example.png -o out.mp4
   i2v animate photo.jpg --motion pan-left --speed 1.5 -o pan.gif
   i2v animate photo.jpg --backbone dit --sampler heun --steps 12 --seed 3 -o dit.mp4
-  i2v animate photo.jpg --motion rotate-cw --upscale 4 --interpolate 2 -o big.mp4
+  i2v animate photo.jpg --motion rotate-cw --upscale 2 --interpolate 2 -o big.mp4
+  i2v animate photo.jpg --size 64 -o square.mp4          # the model's own 64x64 output (centre square)
 motions: """ + ", ".join(MOTIONS) + "\n\n" + svd.EXAMPLES.replace("examples:", "examples (Stable Video Diffusion):") \
     + "\n\n" + wan.EXAMPLES
 
 # defaults of the options each model alone understands (the parser keeps them None to tell "not given")
 BUILTIN_DEFAULTS = {"motion": "zoom-in", "speed": 1.0, "backbone": "unet", "guidance": 1.0, "start_sigma": None,
-                    "sigma_min": None, "upscale": 1.0}
+                    "sigma_min": None, "upscale": 1.0, "size": None}
 BUILTIN_SHARED_DEFAULTS = {"steps": 20, "seed": 0, "fps": 8.0}
+MAX_UPSCALE = 16.0  # --upscale beyond this only blurs a photo-sized output into gigabytes
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("image", type=Path, help="input image (png, jpg, ...; alpha is composited over white)")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="a Stable Video Diffusion checkpoint (svd.safetensors, svd_xt.safetensors, "
-                             "svd_xt_1_1.safetensors, or a diffusers folder); without it the built-in model runs")
+                        help="a checkpoint file or folder; its family decides the model: Stable Video Diffusion "
+                             "(svd_xt.safetensors, a diffusers folder), Wan (Wan2.1-I2V-14B-480P/, a DiT file with "
+                             "--vae/--text-encoder/--clip, a diffusers folder), or built-in weights from `i2v train`. "
+                             "Without it the built-in model runs")
     add_output_arguments(parser, default_fps=None, fps_default_text="8 built-in, 7 SVD")
     g = parser.add_argument_group("sampling (both models)")
     g.add_argument("--frames", type=int, default=None, help="number of frames (built-in 16; svd 14, svd_xt 25)")
@@ -48,10 +54,21 @@ def add_arguments(parser) -> None:
                    help="noise schedule of `i2v samplers` (default karras)")
     g.add_argument("--seed", type=int, default=None, help="noise seed; the same seed gives the same video "
                                                           "(built-in default 0; SVD default random, printed)")
+    g.add_argument("--size", default=None, metavar="N | 480p|720p|WxH",
+                   help="built-in model: N = the old behaviour, centre-crop a square and generate it at N x N, "
+                        "output N x N (trained at 64; N a multiple of 16 for the U-Net, 4 for the DiT); default: the "
+                        "motion is generated at 64 px on the longer side, on the photo's aspect ratio (sides padded "
+                        "to those multiples), and rendered at the photo's own resolution (the photo moved, plus the "
+                        "generated residual). Wan: the video's pixel area, 480p, 720p or WxH; the aspect ratio "
+                        "follows the image, as the original (default: 480p for a *480P* checkpoint, else 720p; TI2V "
+                        "720p = 704x1280)")
     add_threads_argument(g)
     b = parser.add_argument_group("built-in model (without --checkpoint)")
     b.add_argument("--motion", default=None, choices=MOTIONS, metavar="MOTION",
-                   help=f"camera or object motion (default zoom-in): {', '.join(MOTIONS)}")
+                   help=f"motion (default zoom-in): {', '.join(MOTIONS)}. The camera moves (pan, zoom, rotate) "
+                        "move the whole picture; slide and bounce were trained only on synthetic sprites (small "
+                        "textured shapes sliding or bouncing over a still procedural background): on a photo "
+                        "expect little or odd motion")
     b.add_argument("--speed", type=float, default=None, help="motion speed, trained on 0.5 .. 1.5 (default 1)")
     b.add_argument("--backbone", default=None, choices=("unet", "dit"),
                    help="factorised 3D U-Net or spatio-temporal DiT (default unet)")
@@ -63,7 +80,9 @@ def add_arguments(parser) -> None:
     b.add_argument("--sigma-min", type=float, default=None,
                    help="lowest noise level before the final jump to 0 (default: the weights' recommendation, "
                         "else 0.002; larger = smoother, less residual noise)")
-    b.add_argument("--upscale", type=float, default=None, help="resize the output by this factor (bicubic; default 1)")
+    b.add_argument("--upscale", type=float, default=None,
+                   help="output size factor (default 1): renders at this times the photo's size, or with --size "
+                        "resizes the N x N frames (bicubic)")
     svd.add_svd_arguments(parser.add_argument_group("Stable Video Diffusion (with --checkpoint)"))
     wan.add_wan_arguments(parser.add_argument_group(
         "Wan (with --checkpoint; also --guidance: default 5.0, --dtype: default bfloat16 on CUDA, --device: default cuda "
@@ -157,13 +176,22 @@ def run(args) -> int:
                                   "folder or DiT file) as --checkpoint")
             return wan.run(args)
     _refuse(args, "builtin")
+    if args.size is not None:
+        try:
+            args.size = int(args.size)
+        except ValueError:
+            raise ConfigError(f"--size {args.size}: the built-in model takes a number of pixels (e.g. --size 64); "
+                              "480p / 720p / WxH are Wan's sizes") from None
     _fill(args, BUILTIN_DEFAULTS)
     _fill(args, BUILTIN_SHARED_DEFAULTS)
-    animate = _builtin_animate(args.checkpoint)
+    check_number("--guidance", args.guidance, 0)  # 1 = off; 0 = the unconditional model; < 0 pushes away from the motion
+    check_number("--upscale", args.upscale, 1, MAX_UPSCALE)
+    check_number("--speed", args.speed, 0, 3, low_open=True)
     check_output(args)
+    animate = _builtin_animate(args.checkpoint)
     frames = animate(args.image, motion=args.motion, backbone=args.backbone, steps=args.steps, sampler=args.sampler,
                      schedule=args.schedule, seed=args.seed, frames=args.frames, speed=args.speed,
                      guidance=args.guidance, upscale=args.upscale, start_sigma=args.start_sigma,
-                     sigma_min=args.sigma_min)
+                     sigma_min=args.sigma_min, size=args.size, log=print)
     write_video(frames, args)
     return 0

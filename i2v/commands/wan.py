@@ -29,7 +29,8 @@ WAN_SHARED = ("dtype", "device", "save_latents", "clip_head_width", "guidance")
 
 
 def add_wan_arguments(group) -> None:
-    """The options of `i2v animate` that only Wan takes, all None by default (= not given)."""
+    """The options of `i2v animate` that only Wan takes, all None by default (= not given). ``--size`` is defined
+    once by `i2v animate` for both the built-in model and Wan."""
     group.add_argument("--prompt", default=None, help="what should happen in the video (Wan; default: empty)")
     group.add_argument("--negative-prompt", default=None,
                        help="what to avoid, the unconditional branch of guidance (default: Wan's own for the model)")
@@ -38,9 +39,6 @@ def add_wan_arguments(group) -> None:
     group.add_argument("--shift", type=float, default=None,
                        help="flow schedule shift (default: 3.0 for I2V at 480p, 5.0 at 720p and for TI2V, 16 for "
                             "FLF2V)")
-    group.add_argument("--size", default=None, metavar="480p|720p|WxH",
-                       help="pixel area of the video; the aspect ratio follows the image, as the original (default: "
-                            "480p for a *480P* checkpoint, else 720p; TI2V 720p = 704x1280)")
     group.add_argument("--offload", default=None, choices=("text", "model", "all"),
                        help="text: T5 and CLIP stay on the CPU and run there; model: the DiT's blocks visit the GPU "
                             "one at a time (sequential offload); all: both")

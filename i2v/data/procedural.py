@@ -101,10 +101,20 @@ def _texture_image(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[..., :3]).astype(np.float32) / 255.0
 
 
-def _noise_texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Procedural texture: smoothed colour noise at a few octaves, or stripes / checkers."""
+def _grid(n: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) float32 coordinates of the pixel centres of an n x n image rendered at ``scale`` x the pixels,
+    in units of the unscaled image (pixel j of the fine image is at (j + 0.5) / scale - 0.5)."""
+    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    if scale == 1:
+        return yy, xx
+    return (yy + 0.5) / scale - 0.5, (xx + 0.5) / scale - 0.5
+
+
+def _noise_texture(rng: np.random.Generator, size: int, scale: int = 1) -> np.ndarray:
+    """Procedural texture: smoothed colour noise at a few octaves, or stripes / checkers. ``size`` is in pixels
+    of the rendering; ``scale`` says how many of them make one unit of the pattern's geometry."""
     kind = rng.integers(3)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = _grid(size, scale)
     if kind == 0:  # multi-octave smoothed colour noise
         out = np.zeros((size, size, 3), np.float32)
         for octave in range(4):
@@ -122,19 +132,22 @@ def _noise_texture(rng: np.random.Generator, size: int) -> np.ndarray:
     else:  # checkers
         v = (-xx * math.sin(angle) + yy * math.cos(angle)) / period
         m = ((np.floor(u) + np.floor(v)) % 2).astype(np.float32)
-        m = cv2.GaussianBlur(m, (0, 0), 0.7)
+        m = cv2.GaussianBlur(m, (0, 0), 0.7 * scale)
     return m[..., None] * c0 + (1 - m[..., None]) * c1
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, scale: int = 1) -> np.ndarray:
     """A (size, size, 3) canvas: a random crop of a bundled image (70%) or a procedural texture."""
     if rng.random() < 0.3:
-        return _noise_texture(rng, size)
+        return _noise_texture(rng, size, scale)
     img = _texture_image(TEXTURES[rng.integers(len(TEXTURES))])
     h, w = img.shape[:2]
     crop = int(rng.uniform(0.45, 1.0) * min(h, w))
     y0, x0 = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
-    out = cv2.resize(img[y0:y0 + crop, x0:x0 + crop], (size, size), interpolation=cv2.INTER_AREA)
+    # enlarging with INTER_AREA is nearly nearest-neighbour (blocky); scale 1 keeps it so the training data stays
+    # bit for bit what the shipped weights were trained on
+    interp = cv2.INTER_AREA if scale == 1 or crop >= size else cv2.INTER_CUBIC
+    out = cv2.resize(img[y0:y0 + crop, x0:x0 + crop], (size, size), interpolation=interp)
     if img[..., 0].std() > 0 and np.allclose(img[..., 0], img[..., 1]):  # grey image: tint it
         tint = rng.uniform(0.4, 1.0, 3).astype(np.float32)
         out = out * tint + (1 - tint) * rng.random(3).astype(np.float32) * 0.3
@@ -143,11 +156,13 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _sprite(rng: np.random.Generator, radius: int) -> np.ndarray:
-    """(2r+1, 2r+1, 4) RGBA sprite: a textured disc, box or triangle with an anti-aliased edge."""
-    n = 2 * radius + 1
-    tex = _noise_texture(rng, n) * 0.5 + rng.random(3).astype(np.float32) * 0.5
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) - radius
+def _sprite(rng: np.random.Generator, radius: int, scale: int = 1) -> np.ndarray:
+    """(2r+1, 2r+1, 4) RGBA sprite (times ``scale`` per side): a textured disc, box or triangle with an
+    anti-aliased edge."""
+    n = (2 * radius + 1) * scale
+    tex = _noise_texture(rng, n, scale) * 0.5 + rng.random(3).astype(np.float32) * 0.5
+    yy, xx = _grid(n, scale)
+    yy, xx = yy - radius, xx - radius
     shape = rng.integers(3)
     if shape == 0:
         d = radius - np.hypot(xx, yy)
@@ -156,7 +171,7 @@ def _sprite(rng: np.random.Generator, radius: int) -> np.ndarray:
     else:  # upward triangle: inside three half-planes
         d = np.minimum.reduce([yy + radius * 0.6, (radius * 0.7 - yy) * 0.5 - np.abs(xx) * 0.87 + radius * 0.2,
                                np.full_like(xx, radius)])
-    alpha = np.clip(d + 0.5, 0, 1)
+    alpha = np.clip(d * scale + 0.5, 0, 1)  # one rendered pixel of anti-aliasing
     return np.dstack([tex, alpha]).astype(np.float32)
 
 
@@ -206,12 +221,21 @@ def camera_transform(motion: str, speed: float, k: int, size: int) -> np.ndarray
 
 
 def make_clip(seed: int, motion: str | None = None, speed: float | None = None, frames: int = 16,
-              size: int = 64, sprites: int | None = None, with_flow: bool = True) -> Clip:
+              size: int = 64, sprites: int | None = None, with_flow: bool = True, scale: int = 1) -> Clip:
     """Render one clip from ``seed``. ``motion``/``speed``/``sprites`` default to random draws from the seed
     (motion uniform over MOTIONS, speed uniform in [0.5, 1.5], 1-3 sprites). ``with_flow=False`` skips the
-    flow (all zeros), which the trainer does not need."""
+    flow (all zeros), which the trainer does not need.
+
+    ``scale`` renders the same clip with ``scale`` times the pixels per side (``size * scale`` square frames,
+    flow in those pixels): the scene, its motion and every random draw are those of the ``size`` clip, all
+    geometry is defined in its units (a pan still crosses the same fraction of the frame), and textures and
+    edges are drawn at the finer resolution. The procedural textures and sprite edges then carry real detail
+    at every scale; the bundled photographs (at most about 500 px) are enlarged bicubically where their crop
+    has fewer pixels than the canvas."""
     if frames < 2 or size < 16:
         raise ConfigError(f"need frames >= 2 and size >= 16, got frames={frames}, size={size}")
+    if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
+        raise ConfigError(f"scale must be an integer between 1 and 16, got {scale!r}")
     rng = np.random.default_rng(seed)
     draw_motion = MOTIONS[rng.integers(len(MOTIONS))]
     draw_speed = float(rng.uniform(0.5, 1.5))
@@ -225,7 +249,7 @@ def make_clip(seed: int, motion: str | None = None, speed: float | None = None, 
     # background canvas larger than the frame, so moves never reveal its edge; frame 0 sees its centre
     margin = int(math.ceil(PAN_PX * 1.5 * frames * 1.6)) + size // 2
     canvas_size = size + 2 * margin
-    canvas = _background(rng, canvas_size)
+    canvas = _background(rng, canvas_size * scale, scale)
     to_frame0 = _affine(1, 0, (0, 0), (-margin, -margin))  # canvas -> frame-0 pixels
 
     # layers: (image RGBA or RGB, list of per-frame 2x3 maps image -> frame k)
@@ -235,7 +259,7 @@ def make_clip(seed: int, motion: str | None = None, speed: float | None = None, 
     floor = size - 1
     for _ in range(n_sprites):
         radius = int(rng.integers(4, 10))
-        sprite = _sprite(rng, radius)
+        sprite = _sprite(rng, radius, scale)
         depth = float(rng.uniform(0.6, 1.6))
         x0 = float(rng.uniform(radius, size - 1 - radius))
         y0 = float(rng.uniform(radius, size - 1 - radius))
@@ -266,6 +290,10 @@ def make_clip(seed: int, motion: str | None = None, speed: float | None = None, 
             maps.append(_compose(cam, place))
         layers.append((sprite, maps))
 
+    if scale != 1:  # layer and frame maps in rendered pixels: p_px = s p + (s - 1) / 2, map_px = T map T^-1
+        to_px = np.array([[scale, 0, (scale - 1) / 2], [0, scale, (scale - 1) / 2]], np.float64)
+        layers = [(layer, [_compose(to_px, _compose(m, _invert(to_px))) for m in maps]) for layer, maps in layers]
+    size = size * scale
     out = np.zeros((frames, size, size, 3), np.float32)
     flow = np.zeros((frames, size, size, 2), np.float32)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)

@@ -43,6 +43,7 @@ class Proposal(NamedTuple):
     F: torch.Tensor  # the raw output, as a plain network returns it
     frames: torch.Tensor  # proposed clean frames, same shape as x
     mask: torch.Tensor  # in [0, 1], broadcastable to x: how much of D is the proposal
+    motion: object = None  # optional, ignored here: how the frames were made (the built-in warp head's maps)
 
 
 def eps_scalings(sigma):

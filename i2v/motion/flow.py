@@ -111,6 +111,23 @@ def estimate_flow(a: np.ndarray, b: np.ndarray, method: str = "dis", preset: str
     return fn(a, b, preset=preset, farneback=farneback, finest_scale=finest_scale, **options)
 
 
+def flows_to_first(frames: np.ndarray, method: str = "dis", preset: str = "medium") -> tuple[np.ndarray, np.ndarray]:
+    """The motion of a video as backward flow to its first frame, and where that flow is trustworthy.
+
+    ``frames`` (t, h, w, 3) in [0, 1] (or uint8) -> (flows (t, h, w, 2) float32 with frame k (p) ~ frame 0
+    (p + F_k(p)), consistent (t, h, w) bool): True where the flow from frame 0 back to frame k returns to p
+    (forward-backward check, :func:`i2v.motion.warp.consistency_mask`), False where the pixel is occluded in
+    frame 0 or comes from outside it. Frame 0's flow is zero."""
+    import torch
+
+    from .warp import consistency_mask
+
+    to_first = np.stack([estimate_flow(f, frames[0], method, preset) for f in frames])  # (t, h, w, 2)
+    from_first = np.stack([estimate_flow(frames[0], f, method, preset) for f in frames])
+    fw, bw = (torch.from_numpy(x).permute(0, 3, 1, 2) for x in (to_first, from_first))  # -> (t, 2, h, w)
+    return to_first, consistency_mask(fw, bw)[:, 0].numpy()
+
+
 def read_flo(path) -> np.ndarray:
     """Read a Middlebury .flo file -> (h, w, 2) float32."""
     path = Path(path)

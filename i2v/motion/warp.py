@@ -54,6 +54,46 @@ def _integer_warp(img: torch.Tensor, coords: torch.Tensor, padding_mode: str) ->
     return out if padding_mode == "border" else out * inside[:, None].to(img.dtype)
 
 
+def normalized_grid(h: int, w: int, device=None) -> torch.Tensor:
+    """(1, h, w, 2) pixel centres of an h x w image in the normalised (x, y) coordinates of
+    ``grid_sample(align_corners=False)``: x = (2 j + 1) / w - 1, so -1 and 1 are the outer edges and a position
+    means the same place at every resolution (the convention of the built-in model's warp head)."""
+    identity = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], device=device)
+    return F.affine_grid(identity, [1, 1, h, w], align_corners=False)
+
+
+def transfer_detail(frame: torch.Tensor, image: torch.Tensor, source: torch.Tensor, weight: torch.Tensor,
+                    moved: torch.Tensor | None = None) -> torch.Tensor:
+    """Carry low-resolution frames to the resolution of ``image`` along their motion::
+
+        P   = image sampled at source                     the full-resolution image, moved as the frame moved
+        out = up(frame) + v (up(m) P - up(m W))           W: P at the frame's resolution, m: ``weight``
+                                                          v: 1 where the source lies inside the image, else 0
+
+    Inside the image this is ``up(frame - m W) + up(m) P``: the moved image where the frame is that moved image
+    (share m), plus the frame's own residual ``frame - m W`` (what it shows beyond the moved image), upsampled.
+    Where m = 1 and frame = W the output is P exactly; where m = 0, or where the source leaves the image
+    (content entering the picture, which P could only show as repeated border pixels), it is the upsampled frame.
+
+    ``frame`` (n, c, h, w) in [0, 1]; ``image`` (1, c, H, W); ``source`` (n, H', W', 2) where each output pixel
+    reads ``image``, in normalised coordinates (``align_corners=False``, see :func:`normalized_grid`); ``weight``
+    (n, 1, h, w) in [0, 1]; ``moved`` (n, c, h, w): W as the frame's maker computed it (e.g. the built-in warp
+    head's moved first frame), else the area average of P (``down(P)``). ``up`` is bicubic to (H', W').
+    Returns (n, c, H', W') clamped to [0, 1]."""
+    n, c = frame.shape[:2]
+    size = tuple(source.shape[1:3])
+    big = F.grid_sample(image.expand(n, -1, -1, -1).to(source.dtype), source, mode="bicubic",
+                        padding_mode="border", align_corners=False)  # P, (n, c, H', W')
+    if moved is None:
+        moved = F.adaptive_avg_pool2d(big, frame.shape[-2:])  # area average: down(P), (n, c, h, w)
+    frame, weight = frame.to(big.dtype), weight.to(big.dtype)
+    # one bicubic upsampling of [frame, m W, m]: (n, 2c + 1, h, w) -> (n, 2c + 1, H', W')
+    up = F.interpolate(torch.cat([frame, weight * moved.to(big.dtype), weight], dim=1), size=size, mode="bicubic",
+                       align_corners=False)
+    inside = (source.abs() <= 1).all(dim=-1)[:, None].to(big.dtype)  # (n, 1, H', W')
+    return (up[:, :c] + inside * (up[:, 2 * c:].clamp(0, 1) * big - up[:, c:2 * c])).clamp(0, 1)
+
+
 def inside_mask(flow: torch.Tensor) -> torch.Tensor:
     """(b, 1, h, w) float mask: 1 where p + flow(p) lands inside the image (within the outer pixel centres)."""
     _, _, h, w = flow.shape

@@ -165,6 +165,12 @@ class DiT(nn.Module):
             # the logit with), though the gradient asked for more all along
             nn.init.zeros_(self.mask_out.bias)
 
+    @property
+    def multiple(self) -> int:
+        """Frame sides must be multiples of the patch size (4 for the shipped weights); RoPE positions the tokens,
+        so any such height and width works, square or not."""
+        return self.config.patch
+
     def forward(self, x, c_noise, *, first_frame, motion, speed):
         b, _, t, H, W = x.shape
         p = self.config.patch

@@ -23,6 +23,8 @@ branch that moves the first frame's pixels instead of redrawing them.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -62,6 +64,52 @@ class ConditionEmbedding(nn.Module):
         k = torch.arange(frames, device=e.device, dtype=torch.float32)
         f = self.frame_mlp(timestep_embedding(k, self.freq_dim).to(dtype))  # (t, dim)
         return (e[:, None] + f[None]).flatten(0, 1)  # (b, dim) + (t, dim) -> (b t) dim
+
+
+class WarpMotion(NamedTuple):
+    """How the warp head moved the first frame, readable at any resolution: the point ``x`` of a frame (in the
+    grid's normalised coordinates, ``align_corners=False``: -1 and 1 are the image's outer edges, so a point
+    means the same place at every resolution) shows the first frame at::
+
+        source(x) = theta [x; 1] + flow(x)      flow bilinear between the grid's pixel centres, border beyond
+
+    The backbone's own grid is ``source`` at its pixel centres; :mod:`i2v.pipelines.builtin` evaluates it at the
+    pixels of the full-resolution photo."""
+    theta: torch.Tensor  # ((b t), 2, 3) affine maps, aspect-corrected (:func:`aspect_corrected`)
+    flow: torch.Tensor | None  # ((b t), 2, h, w) residual offsets in normalised units (0.1 r), or None
+
+    def source(self, points: torch.Tensor) -> torch.Tensor:
+        """points ((b t), H, W, 2) or (1, H, W, 2), normalised (x, y) -> ((b t), H, W, 2) source positions."""
+        theta = self.theta.float()
+        n, (_, H, W, _) = theta.shape[0], points.shape
+        points = points.float().expand(n, -1, -1, -1)
+        # A x + t for every point: (n, H W, 2) @ (n, 2, 2)^T + (n, 1, 2)
+        out = torch.baddbmm(theta[:, None, :, 2], points.reshape(n, H * W, 2), theta[:, :, :2].transpose(1, 2))
+        out = out.view(n, H, W, 2)
+        if self.flow is not None:
+            flow = F.grid_sample(self.flow.float(), points, mode="bilinear", padding_mode="border", align_corners=False)
+            out = out + flow.permute(0, 2, 3, 1)  # ((b t), 2, H, W) -> ((b t), H, W, 2)
+        return out
+
+    def select(self, index) -> "WarpMotion":
+        """The maps of some (clip, frame) entries, e.g. ``select(slice(t, 2 t))``."""
+        return WarpMotion(self.theta[index], None if self.flow is None else self.flow[index])
+
+
+def aspect_corrected(theta: torch.Tensor, flow: torch.Tensor | None, h: int, w: int):
+    """The head learned its maps on square frames, in coordinates normalised by the side. On an h x w grid the
+    same numbers would mean other pixel motions per axis (a vertical pan 3/4 as fast on 64x48, a rotation
+    sheared), so they are read in coordinates normalised by the longer side L = max(h, w) and converted::
+
+        x_grid = D q,  D = diag(L / w, L / h)      theta' = [D A D^-1 | D t],   flow' = D flow
+
+    so a pan moves the same pixels on both axes and a rotation stays rigid. Square grids: unchanged."""
+    if h == w:
+        return theta, flow
+    L = max(h, w)
+    d = torch.tensor([L / w, L / h], device=theta.device, dtype=theta.dtype)
+    theta = torch.cat([theta[:, :, :2] * d[:, None] / d[None, :], theta[:, :, 2:] * d[:, None]], dim=2)  # [DAD^-1|Dt]
+    return theta, None if flow is None else flow * d.to(flow.dtype)[:, None, None]
 
 
 class WarpHead(nn.Module):
@@ -121,12 +169,24 @@ class WarpHead(nn.Module):
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
             return identity + self.affine(h).view(-1, 2, 3), self.gain(h)
 
-    def grid(self, theta: torch.Tensor, flow: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
-        """Where each output pixel reads the first frame: ((b t), h, w, 2) positions (x, y) in [-1, 1] inside it."""
+    def warp_motion(self, theta: torch.Tensor, flow: torch.Tensor | None, h: int, w: int) -> WarpMotion:
+        """theta ((b t), 2, 3) and the backbone's residual flow r ((b t), 2, h, w) or None -> the motion on an
+        h x w grid (aspect-corrected, flow scaled by 0.1)."""
         with torch.autocast(theta.device.type, enabled=False):
-            grid = F.affine_grid(theta, [theta.shape[0], 1, h, w], align_corners=False)
-            if flow is not None:
-                grid = grid + 0.1 * flow.float().permute(0, 2, 3, 1)
+            flow = None if flow is None else 0.1 * flow.float()
+            return WarpMotion(*aspect_corrected(theta.float(), flow, h, w))
+
+    def grid(self, theta: torch.Tensor, flow: torch.Tensor | None, h: int, w: int) -> torch.Tensor:
+        """Where each output pixel reads the first frame: ((b t), h, w, 2) positions (x, y) in [-1, 1] inside it,
+        i.e. :meth:`WarpMotion.source` at the grid's pixel centres."""
+        return self._grid(self.warp_motion(theta, flow, h, w), h, w)
+
+    @staticmethod
+    def _grid(motion: WarpMotion, h: int, w: int) -> torch.Tensor:
+        with torch.autocast(motion.theta.device.type, enabled=False):
+            grid = F.affine_grid(motion.theta, [motion.theta.shape[0], 1, h, w], align_corners=False)
+            if motion.flow is not None:
+                grid = grid + motion.flow.permute(0, 2, 3, 1)  # ((b t), 2, h, w) -> ((b t), h, w, 2)
             return grid
 
     def warp(self, first_frame: torch.Tensor, theta: torch.Tensor, flow: torch.Tensor | None = None,
@@ -145,9 +205,11 @@ class WarpHead(nn.Module):
 
     def output(self, out, first_frame, emb, flow, mask_logit=None, frames: int = 1):
         """A backbone's last step. out ((b t), 3, h, w) its own output, flow ((b t), 2, h, w), mask_logit
-        ((b t), 1, h, w) or None -> F (b, 3, t, h, w) = out + g * moved, or Proposal(F, moved, sigmoid(logit))."""
+        ((b t), 1, h, w) or None -> F (b, 3, t, h, w) = out + g * moved, or Proposal(F, moved, sigmoid(logit),
+        the :class:`WarpMotion`)."""
         theta, gain = self.motion(emb)
-        grid = self.grid(theta, flow, *first_frame.shape[-2:])
+        motion = self.warp_motion(theta, flow, *first_frame.shape[-2:])
+        grid = self._grid(motion, *first_frame.shape[-2:])
         moved = self.warp(first_frame, theta, grid=grid)  # ((b t), 3, h, w), float32
         f = rearrange(out + (gain[:, :, None, None] * moved).to(out.dtype), "(b t) c h w -> b c t h w", t=frames)
         if mask_logit is None:
@@ -158,7 +220,7 @@ class WarpHead(nn.Module):
             logit = mask_logit.float() + self.mask(self._hidden(emb))[:, :, None, None] + self.inside * inside
             mask = torch.sigmoid(logit)  # per pixel (features) + per frame (h_f) + where the move has content
         return Proposal(f, rearrange(moved, "(b t) c h w -> b c t h w", t=frames),
-                        rearrange(mask, "(b t) c h w -> b c t h w", t=frames))
+                        rearrange(mask, "(b t) c h w -> b c t h w", t=frames), motion)
 
 
 def require(shapes: dict, key: str, what: str) -> tuple[int, ...]:

@@ -179,10 +179,15 @@ class UNet3D(nn.Module):
             nn.init.zeros_(self.mask_out.weight)
             nn.init.constant_(self.mask_out.bias, MASK_INIT)
 
+    @property
+    def multiple(self) -> int:
+        """Frame sides must be multiples of this: patch * 2^(levels - 1), the pixels per cell of the coarsest grid
+        (16 for the shipped weights). Any such height and width works, square or not."""
+        return self.config.patch * 2 ** (len(self.config.channels) - 1)
+
     def forward(self, x, c_noise, *, first_frame, motion, speed):
         b, _, t, H, W = x.shape
-        p = self.config.patch
-        k = p * 2 ** (len(self.config.channels) - 1)  # pixels per cell of the coarsest grid
+        p, k = self.config.patch, self.multiple
         if H % k or W % k:
             raise InputError(f"UNet3D needs height and width divisible by {k}, got {H}x{W}")
         emb = self.embed(c_noise, motion, speed, t)  # (b t) d
