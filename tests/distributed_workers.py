@@ -113,7 +113,7 @@ def wan_models(out: Path, cases: list[str]) -> dict:
                 t5 = parallel.load_model_sharded(T5Encoder, T5Config.from_state_dict(sd.shapes), sd,
                                                  dtype=torch.float32)
                 r["t5"], r["t5_fraction"] = t5(ids, mask), parallel.local_fraction(t5)
-                loaded = parallel.shard(T5Encoder.from_pretrained(case / T5_FILE), "cpu")
+                loaded = parallel.distribute(T5Encoder.from_pretrained(case / T5_FILE), fsdp=True, device="cpu")
                 r["t5_shard"], r["t5_shard_fraction"] = loaded(ids, mask), parallel.local_fraction(loaded)
         results[case.name] = r
     return results
@@ -143,7 +143,17 @@ def same_error_everywhere(out: Path, overrides: list[str]) -> dict:
     return {}
 
 
-WORKERS = {"wan_models": wan_models, "train_steps": train_steps, "same_error_everywhere": same_error_everywhere}
+def helpers(out: Path) -> dict:
+    """The small collective helpers, as each process sees them."""
+    from i2v.nn import parallel
+
+    r = parallel.rank()
+    return {"broadcast": parallel.broadcast(f"seed of rank {r}"), "on_main": parallel.on_main(lambda: f"rank {r}"),
+            "any_rank": parallel.any_rank(r == 1, False), "mean": parallel.mean_over_ranks(float(r)),
+            "is_main": parallel.is_main()}
+
+
+WORKERS = {"helpers": helpers, "wan_models": wan_models, "train_steps": train_steps, "same_error_everywhere": same_error_everywhere}
 
 
 # ------------------------------------------------------------------------------------------------ torchrun

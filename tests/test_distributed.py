@@ -47,7 +47,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 def two_processes(tmp_path_factory):
     """Every 2-process check in one spawn (each start-up costs seconds): per rank {task: results}."""
     out = tmp_path_factory.mktemp("two")
-    tasks = [("train_steps", {"overrides": [*TINY, "train.steps=1", f"train.out_dir='{out / 'ddp'}'", NO_CLIP]}),
+    tasks = [("helpers", {}), ("train_steps", {"overrides": [*TINY, "train.steps=1", f"train.out_dir='{out / 'ddp'}'", NO_CLIP]}),
              ("same_error_everywhere", {"overrides": [*TINY, "train.batch_size=3", f"train.out_dir='{out / 'bad'}'"]})]
     if CASES:
         tasks.insert(0, ("wan_models", {"cases": [str(c) for c in CASES]}))
@@ -170,6 +170,13 @@ def test_a_bad_config_every_process_meets_is_shown_once(two_processes):
     assert len(shown) == 1 and "train.batch_size = 3 clips per step do not split over 2 processes" in shown[0]
     assert [o.get("quiet_exit") for o in outcomes if "shown" not in o] == [1]
     assert not (out / "bad").exists()
+
+
+def test_the_collective_helpers(two_processes):
+    got = [r["helpers"] for r in two_processes[1]]
+    assert [g["broadcast"] for g in got] == ["seed of rank 0"] * 2  # rank 0's value everywhere
+    assert [g["on_main"] for g in got] == ["rank 0", None] and [g["is_main"] for g in got] == [True, False]
+    assert [g["any_rank"] for g in got] == [(True, False)] * 2 and [g["mean"] for g in got] == [0.5, 0.5]
 
 
 # --------------------------------------------------------------------------------------------- bad input
