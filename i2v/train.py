@@ -22,6 +22,12 @@ Everything random is a function of (seed, step), so a resumed run continues exac
 Checkpoints are safetensors: ``<out_dir>/checkpoint.safetensors`` (model, EMA, optimiser, step; for resume)
 and ``<out_dir>/model.safetensors`` (the EMA weights in fp16 with the config in the metadata; what
 :mod:`i2v.pipelines.builtin` loads).
+
+Data parallel (``torchrun --nproc-per-node N -m i2v train ...``, docs/distributed.md): ``train.batch_size`` stays
+the clips per step; each of the N processes takes its contiguous share B/N of them (:func:`draw_batch`: the
+shares are disjoint and together are exactly the batch one process draws, noise included), DDP averages the
+gradients, so every process makes the same update. Rank 0 alone logs and writes; a checkpoint resumes with any
+N that divides B.
 """
 
 from __future__ import annotations
@@ -181,6 +187,23 @@ def make_cond(x0, labels, speeds) -> dict:
     return {"first_frame": x0[:, :, 0], "motion": labels, "speed": speeds}
 
 
+def draw_batch(cfg: TrainConfig, step: int, rank: int = 0, world: int = 1):
+    """Step ``step``'s clips and randomness: clips ``step*B .. step*B+B-1`` of the train split with their label
+    dropout, noise levels and noise, all drawn from (seed, step) for the whole batch B; process ``rank`` of
+    ``world`` keeps its contiguous share of B/world clips. Returns x0 (b, 3, T, H, W), labels, speeds, sigma, eps."""
+    B = cfg.train.batch_size
+    b = B // world
+    mine = slice(rank * b, (rank + 1) * b)
+    g = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + step)  # all randomness of this step
+    idx = range(step * B + rank * b, step * B + (rank + 1) * b)
+    x0, labels, speeds = make_batch("train", idx, cfg.data.seed, cfg.data.frames, cfg.data.size)
+    drop = (torch.rand(B, generator=g) < cfg.train.p_uncond)[mine]
+    labels = torch.where(drop, torch.full_like(labels, NULL_MOTION), labels)
+    sigma = sample_sigma(cfg.diffusion, B, g)[mine]
+    eps = torch.randn((B, *x0.shape[1:]), generator=g)[mine]
+    return x0, labels, speeds, sigma, eps
+
+
 # --- checkpoints -------------------------------------------------------------------------------------------
 
 def config_to_json(cfg: TrainConfig) -> str:
@@ -285,8 +308,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
 
     from tqdm import tqdm
 
+    from .nn import parallel
+
     tc = cfg.train
+    rank, world = parallel.rank(), parallel.world_size()  # 0, 1 unless launched by torchrun
+    if tc.batch_size % world:
+        raise ConfigError(f"train.batch_size = {tc.batch_size} clips per step do not split over {world} processes; "
+                          f"use a multiple of {world} (it is the batch of all processes together)")
+    main = rank == 0  # the one process that logs and writes
+    if not main:
+        log, progress = (lambda *a, **k: None), False
     device = pick_device(tc.device)
+    if world > 1 and device.type == "cuda":  # this process's own GPU (torchrun's LOCAL_RANK, i2v.nn.parallel)
+        device = torch.device("cuda", torch.cuda.current_device())
     if tc.threads:
         from .runtime import set_threads
 
@@ -303,13 +337,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     if calibrate:
         from .diffusion.schedules import karras
         calib_sigmas = karras(tc.calibrate_steps, sigma_min=cfg.diffusion.sigma_min, sigma_max=EDM_SIGMA_MAX).to(device)
-    denoiser = Denoiser(model, cfg.diffusion.prediction)
+    net = model
+    if world > 1:  # data parallel: backward averages the gradients over the processes
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    denoiser = Denoiser(net, cfg.diffusion.prediction)
 
     out = Path(tc.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "checkpoint.safetensors"
     step, minutes_before = 0, 0.0
-    if ckpt.exists():
+    exists = ckpt.exists()
+    if world > 1 and all(parallel.any_rank(exists, not exists)):
+        raise ConfigError(f"{ckpt} is seen by some processes and not others: put train.out_dir on a file system "
+                          "every machine shares")
+    if exists:
         if not resume:
             raise ConfigError(f"{ckpt} exists; pass --resume to continue that run, or set train.out_dir elsewhere")
         step, minutes_before = load_checkpoint(ckpt, model, ema, opt, device)
@@ -319,26 +363,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
                           "to start a new run, or set train.out_dir to the run's folder")
     elif tc.init:
         init_from(Path(tc.init), model, ema, log)
-    (out / "config.json").write_text(config_to_json(cfg))
+    if main:
+        (out / "config.json").write_text(config_to_json(cfg))
 
     n_params = sum(p.numel() for p in model.parameters())
     log(f"training {cfg.backbone} ({n_params / 1e6:.2f} M parameters) on {device}, "
-        f"{cfg.diffusion.prediction} preconditioning, batch {tc.batch_size} x {cfg.data.frames} frames at {cfg.data.size}px")
+        f"{cfg.diffusion.prediction} preconditioning, batch {tc.batch_size} x {cfg.data.frames} frames at {cfg.data.size}px"
+        + (f", {world} processes of {tc.batch_size // world} clips" if world > 1 else ""))
     if calibrate:
         log(f"stage calibrate: {sum(p.numel() for p in opt.param_groups[0]['params'])} parameters "
             f"({', '.join(tc.calibrate_layers)}) learn on "
             f"{tc.calibrate_steps}-step sampler trajectories down to sigma_min = {cfg.diffusion.sigma_min}")
     start = time.time()
     history, times = [], []
-    logfile = open(out / "log.txt", "a")
+    logfile = open(out / "log.txt", "a") if main else None
     bar = tqdm(total=tc.steps, initial=step, desc=f"train {cfg.backbone}", disable=not progress, dynamic_ncols=True)
 
     def minutes() -> float:
         return minutes_before + (time.time() - start) / 60
 
     def checkpoint():
-        save_checkpoint(ckpt, model, ema, opt, step, cfg, minutes())
-        export_model(out / "model.safetensors", ema, cfg, step, minutes())
+        if main:
+            save_checkpoint(ckpt, model, ema, opt, step, cfg, minutes())
+            export_model(out / "model.safetensors", ema, cfg, step, minutes())
 
     model.train()
     running = None
@@ -350,19 +397,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             handlers[sig] = signal.signal(sig, lambda signum, frame: stop.append(signum))
     try:
         while step < tc.steps:
-            if stop:
+            halt, out_of_time = bool(stop), bool(tc.max_minutes and minutes() >= tc.max_minutes)
+            if world > 1:  # every process stops at the same step
+                halt, out_of_time = parallel.any_rank(halt, out_of_time)
+                if halt and not stop:
+                    stop.append("another process was stopped")
+            if halt:
                 break
-            if tc.max_minutes and minutes() >= tc.max_minutes:
+            if out_of_time:
                 log(f"stopping at step {step}: train.max_minutes = {tc.max_minutes} reached")
                 break
-            g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)  # all randomness of this step
-            idx = range(step * tc.batch_size, (step + 1) * tc.batch_size)
-            x0, labels, speeds = make_batch("train", idx, cfg.data.seed, cfg.data.frames, cfg.data.size)
-            drop = torch.rand(len(labels), generator=g) < tc.p_uncond
-            labels = torch.where(drop, torch.full_like(labels, NULL_MOTION), labels)
-            sigma = sample_sigma(cfg.diffusion, len(labels), g)
-            eps = torch.randn(x0.shape, generator=g)
-            x0, labels, speeds, sigma, eps = (v.to(device) for v in (x0, labels, speeds, sigma, eps))
+            batch = draw_batch(cfg, step, rank, world)
+            x0, labels, speeds, sigma, eps = (v.to(device) for v in batch)
 
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, tc)
@@ -385,13 +431,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             ema_update(ema, model, step, tc.ema_decay)
             step += 1
 
-            value = loss.item()
+            value = parallel.mean_over_ranks(loss.item())  # the loss of the whole batch
             history.append((step, value))
             times.append(time.perf_counter())
             running = value if running is None else 0.95 * running + 0.05 * value
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4f}")
-            if step % tc.log_every == 0:
+            if step % tc.log_every == 0 and main:
                 logfile.write(f"step {step} loss {value:.5f} avg {running:.5f} minutes {minutes():.2f}\n")
                 logfile.flush()
             if step % tc.checkpoint_every == 0:
@@ -401,7 +447,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             signal.signal(sig, handler)
     bar.close()
     checkpoint()
-    logfile.close()
+    if main:
+        logfile.close()
     if stop:
         log(f"interrupted at step {step}: wrote {ckpt} (continue with --resume) and {out / 'model.safetensors'}")
         raise KeyboardInterrupt

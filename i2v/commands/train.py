@@ -12,7 +12,9 @@ EXAMPLES = """examples:
   i2v train --config configs/builtin_unet.toml --set train.steps=50 --set train.out_dir=runs/smoke
   i2v train --config configs/builtin_unet.toml --set train.stage=calibrate --set train.temporal_loss=2 \\
       --set train.lr=6e-3 --set train.init=runs/builtin_unet/model.safetensors --set train.out_dir=runs/calibrate
-                                 then fit only its warp mask, on the sampler's own trajectories"""
+                                 then fit only its warp mask, on the sampler's own trajectories
+  torchrun --nproc-per-node 4 -m i2v train --config configs/builtin_dit.toml --set train.batch_size=8
+                                 data parallel: 4 processes (GPUs) of 2 clips each (docs/distributed.md)"""
 
 
 def add_arguments(parser):
@@ -24,9 +26,11 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    from ..nn.parallel import launched
     from ..train import load_config, train
 
-    cfg = load_config(args.config, args.overrides + ([f"train.threads={args.threads}"] if args.threads else []))
-    set_threads(cfg.train.threads or None)
-    train(cfg, resume=args.resume)
+    with launched() as launch:  # under torchrun: one of N data-parallel processes; else nothing changes
+        cfg = load_config(args.config, args.overrides + ([f"train.threads={args.threads}"] if args.threads else []))
+        set_threads(cfg.train.threads or launch.cpu_threads())
+        train(cfg, resume=args.resume, progress=launch.main)
     return 0

@@ -167,13 +167,18 @@ class SelfAttention(nn.Module):
         self.q, self.k, self.v, self.o = (Linear(dim, dim) for _ in range(4))
         self.norm_q, self.norm_k = RMSNorm(dim, eps), RMSNorm(dim, eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        # x (b, L, dim) in the compute dtype; cos, sin (L, head_dim / 2)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, split=None) -> torch.Tensor:
+        # x (b, L, dim) in the compute dtype; cos, sin (L, head_dim / 2). With sequence parallelism (``split``, an
+        # i2v.nn.parallel.TokenSplit) L is this process's slice of the tokens and cos, sin their rows.
         q = rearrange(self.norm_q(self.q(x)), "b n (h d) -> b h n d", h=self.heads)
         k = rearrange(self.norm_k(self.k(x)), "b n (h d) -> b h n d", h=self.heads)
         v = rearrange(self.v(x), "b n (h d) -> b h n d", h=self.heads)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # q.k now depends on relative (f, h, w) only
-        out = attention(q.to(x.dtype), k.to(x.dtype), v)  # softmax(q k^T / sqrt(d)) v, (b, h, L, d)
+        q, k = q.to(x.dtype), k.to(x.dtype)
+        if split is None:
+            out = attention(q, k, v)  # softmax(q k^T / sqrt(d)) v, (b, h, L, d)
+        else:  # Ulysses: all-to-all to (every token, heads / N), the same attention, and back
+            out = split.attention(q, k, v)
         return self.o(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -217,12 +222,12 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, d))
         self.modulation = nn.Parameter(torch.zeros(1, 6, d))  # this block's offset to the shared e0
 
-    def forward(self, x, e0, cos, sin, text, image, text_bias=None):
+    def forward(self, x, e0, cos, sin, text, image, text_bias=None, split=None):
         # x (b, f, n, dim) float32 residual stream, tokens grouped by latent frame; e0 (b, f|1, 6, dim) float32
         dt = text.dtype  # the compute dtype
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e0).chunk(6, dim=2)  # (b, f|1, 1, dim)
         h = modulate(self.norm1(x), shift1, scale1).to(dt)
-        y = self.self_attn(h.flatten(1, 2), cos, sin).view_as(h)  # (b, L, dim) -> (b, f, n, dim)
+        y = self.self_attn(h.flatten(1, 2), cos, sin, split).view_as(h)  # (b, L, dim) -> (b, f, n, dim)
         x = torch.addcmul(x, y, gate1)  # x + gate1 * y, in float32
         y = self.cross_attn(self.norm3(x).to(dt).flatten(1, 2), text, image, text_bias).view_as(x)
         x = x + y
@@ -275,6 +280,9 @@ class MLPProj(nn.Module):
 
 class WanDiT(nn.Module):
     Config = WanDiTConfig
+    # None: one process. An i2v.nn.parallel.SequenceParallel (set by use_sequence_parallel): each process of the
+    # torchrun group keeps a contiguous slice of the video tokens and self-attention exchanges heads for tokens.
+    sequence_parallel = None
 
     def __init__(self, config: WanDiTConfig | None = None):
         super().__init__()
@@ -343,11 +351,17 @@ class WanDiT(nn.Module):
 
         cos, sin = (c.float() for c in rope_3d(f, h, w, cfg.head_dim, theta=cfg.theta, dtype=torch.float64,
                                                device=x.device))  # (L, head_dim / 2), once for all blocks
+        split = None
+        if self.sequence_parallel is not None:  # from here to the head, this process's slice of the L tokens
+            split = self.sequence_parallel.split(f * h * w)
+            x, e, e0, cos, sin = local_tokens(split, x, e, e0, cos, sin)
         for i, block in enumerate(self.blocks):
-            x = block(x, e0, cos, sin, text, image, text_bias)
+            x = block(x, e0, cos, sin, text, image, text_bias, split)
             if dt == torch.float16:  # fp16 overflows on bf16-trained weights: say where
                 _check_finite(x, f"block {i}")
         out = self.head(x, e)  # (b, f, n, p q r c)
+        if split is not None:  # every process's tokens again, in order
+            out = split.gather(out.flatten(1, 2)).unflatten(1, (f, h * w))
         return rearrange(out.float(), "b f (h w) (p q r c) -> b c (f p) (h q) (w r)", h=h, p=pt, q=ph, r=pw)
 
     def embed_text(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -391,7 +405,7 @@ class WanDiT(nn.Module):
     # ------------------------------------------------------------------------------------------- loading
     @classmethod
     def from_pretrained(cls, path, dtype: torch.dtype | None = None, device="cpu", keep_fp8: bool = False,
-                        num_heads: int | None = None) -> "WanDiT":
+                        num_heads: int | None = None, fsdp: bool = False) -> "WanDiT":
         """Load a Wan DiT from any released layout:
 
         - a Wan-AI folder: ``diffusion_pytorch_model-0000N-of-0000M.safetensors`` + ``.index.json`` (or one
@@ -404,7 +418,9 @@ class WanDiT(nn.Module):
         ``dtype`` (default float32) is the compute dtype; the float32 parts (time embedding, modulation, norms,
         head) stay float32. ``keep_fp8``: Linear weights stored in float8_e4m3fn stay float8 and are cast up per
         matmul (half the memory of bf16), otherwise they are cast at load. ``num_heads``: for files without a
-        config.json whose head width is not 128 (released models: dim / 128).
+        config.json whose head width is not 128 (released models: dim / 128). ``fsdp``: under torchrun, shard
+        the weights over the processes (FSDP2, one unit per block), each reading the file block by block and
+        keeping its rows only (:func:`i2v.nn.parallel.load_sharded`); ``device`` is then this process's device.
         """
         from ...checkpoints import StateDict, load_into, open_state_dict
 
@@ -435,10 +451,26 @@ class WanDiT(nn.Module):
                 return t
             return t.to(dtype)
 
-        load_into(model, StateDict(sd.source, sd.info, read, sd.metadata), source=sd.source, skip=skip,
-                  device=device, keep_dtype=True,
-                  hint="Is it a Wan DiT file, complete (every shard of the index present)?")
+        load = load_into
+        if fsdp:  # the same strict load, block by block, each process keeping its shard
+            from ...nn.parallel import load_sharded as load
+        load(model, StateDict(sd.source, sd.info, read, sd.metadata), source=sd.source, skip=skip,
+             device=device, keep_dtype=True, hint="Is it a Wan DiT file, complete (every shard of the index present)?")
         return model.eval().requires_grad_(False)
+
+
+def local_tokens(split, x, e, e0, cos, sin):
+    """Sequence parallelism: this process's contiguous slice of the L = f n tokens (i2v.nn.parallel.TokenSplit).
+    x (b, f, n, dim) -> (b, 1, l, dim), cos/sin (L, d/2) -> their rows (the tokens' global positions). With one
+    timestep row per latent frame (TI2V) a slice cuts frames, so e and e0 become per token, as the original's
+    per-token timesteps: x (b, l, 1, dim), e (b, l, dim), e0 (b, l, 6, dim) (the modulation broadcasts the same)."""
+    b, f, n, _ = x.shape
+    tokens = split.local(x.flatten(1, 2))  # (b, l, dim), zero-padded on the last process
+    cos, sin = split.local(cos, 0), split.local(sin, 0)
+    if e0.shape[1] == 1:  # one timestep for every token
+        return tokens[:, None], e, e0, cos, sin
+    frame = split.local(torch.arange(f * n, device=x.device) // n, 0)  # latent frame of each local token
+    return tokens[:, :, None], e[:, frame], e0[:, frame], cos, sin
 
 
 def pad_context(context: torch.Tensor, length: int = TEXT_LEN) -> torch.Tensor:
