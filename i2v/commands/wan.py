@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError, OutputExistsError
+from ..runtime import set_threads
 from .common import check_output, write_video
 
 EXAMPLES = """examples (Wan):
@@ -23,7 +24,7 @@ EXAMPLES = """examples (Wan):
 # the options only Wan takes (the parser keeps them None to tell "not given"); --dtype, --device, --save-latents and
 # --clip-head-width are shared with Stable Video Diffusion, --guidance with the built-in model
 WAN_OPTIONS = ("prompt", "negative_prompt", "last_frame", "shift", "size", "offload", "vae", "text_encoder", "clip",
-               "tokenizer", "num_heads", "tile")
+               "tokenizer", "num_heads", "tile", "sequence_parallel", "fsdp")
 # what the other families also define and Wan takes
 WAN_SHARED = ("dtype", "device", "save_latents", "clip_head_width", "guidance")
 
@@ -39,6 +40,11 @@ def add_wan_arguments(group) -> None:
     group.add_argument("--shift", type=float, default=None,
                        help="flow schedule shift (default: 3.0 for I2V at 480p, 5.0 at 720p and for TI2V, 16 for "
                             "FLF2V)")
+    group.add_argument("--sequence-parallel", type=int, default=None, metavar="N",
+                       help="under `torchrun --nproc-per-node N`: split each video's tokens over the N processes "
+                            "(DeepSpeed-Ulysses; N must divide the heads). docs/distributed.md")
+    group.add_argument("--fsdp", default=None, metavar="dit,text",
+                       help="under torchrun: shard the DiT and/or the umT5 encoder over the processes (FSDP2)")
     group.add_argument("--offload", default=None, choices=("text", "model", "all"),
                        help="text: T5 and CLIP stay on the CPU and run there; model: the DiT's blocks visit the GPU "
                             "one at a time (sequential offload); all: both")
@@ -60,7 +66,21 @@ def add_wan_arguments(group) -> None:
 
 
 def run(args) -> int:
-    """Wan for `i2v animate --checkpoint PATH` (unset options take the model's defaults)."""
+    """Wan for `i2v animate --checkpoint PATH` (unset options take the model's defaults). Under torchrun every
+    process runs this; rank 0 alone prints and writes (i2v.nn.parallel.launched)."""
+    from ..nn import parallel
+
+    sp, fsdp = args.sequence_parallel or 1, parallel.parse_fsdp(args.fsdp)
+    with parallel.launched() as launch:
+        parallel.check_options(launch.world_size, sequence_parallel=sp, fsdp=fsdp)  # before anything is loaded
+        if launch.distributed:
+            args.device = str(launch.device(args.device or "auto"))
+            if args.threads is None:
+                set_threads(launch.cpu_threads())
+        return _run(args, sp, fsdp, launch.main)
+
+
+def _run(args, sequence_parallel: int, fsdp, main: bool) -> int:
     from ..image import load_image
     from ..pipelines.wan import WanPipeline
 
@@ -79,7 +99,8 @@ def run(args) -> int:
     pipe = WanPipeline.from_pretrained(args.checkpoint, dtype=args.dtype, device=args.device, vae=args.vae,
                                        text_encoder=args.text_encoder, clip=args.clip, tokenizer=args.tokenizer,
                                        offload=args.offload, num_heads=args.num_heads,
-                                       clip_head_width=args.clip_head_width)
+                                       clip_head_width=args.clip_head_width, sequence_parallel=sequence_parallel,
+                                       fsdp=fsdp)
     pipe.check_last_frame(last is not None)
     pipe.settings(args.frames, args.steps, args.shift, args.guidance, args.sampler, args.size)  # bad values, now
     if args.fps is None:
@@ -89,6 +110,7 @@ def run(args) -> int:
     frames = pipe(image, prompt=args.prompt or "", negative_prompt=args.negative_prompt, last_frame=last,
                   frames=args.frames, steps=args.steps, shift=args.shift, guidance=args.guidance,
                   sampler=args.sampler, seed=args.seed, size=args.size, save_latents_to=args.save_latents,
-                  tile=args.tile)
-    write_video(frames, args)
+                  tile=args.tile, progress=main)
+    if main:  # one process writes the video
+        write_video(frames, args)
     return 0

@@ -315,8 +315,10 @@ class WanPipeline:
 
     def __init__(self, files: WanFiles, config, *, dtype, device, vae_dtype=torch.float32, offload=(),
                  keep_fp8: bool = True, default_size: str = "720p", num_heads: int | None = None,
-                 clip_head_width: int | None = None, log=print):
+                 clip_head_width: int | None = None, sequence_parallel: int = 1, fsdp=(), log=print):
         self.files, self.config, self.model_type = files, config, config.model_type
+        # several processes (torchrun): Ulysses over the video tokens, FSDP2 shards of "dit" / "text" (i2v.nn.parallel)
+        self.sequence_parallel, self.fsdp = int(sequence_parallel), tuple(fsdp)
         self.preset = PRESETS[self.model_type]
         self.dtype, self.device, self.vae_dtype = dtype, torch.device(device), vae_dtype
         self.offload, self.keep_fp8, self.default_size, self.log = set(offload), keep_fp8, default_size, log
@@ -327,7 +329,8 @@ class WanPipeline:
     @classmethod
     def from_pretrained(cls, path, dtype=None, device=None, *, vae=None, text_encoder=None, clip=None,
                         tokenizer=None, offload=None, keep_fp8: bool = True, num_heads: int | None = None,
-                        clip_head_width: int | None = None, log=print) -> "WanPipeline":
+                        clip_head_width: int | None = None, sequence_parallel: int = 1, fsdp=(),
+                        log=print) -> "WanPipeline":
         """A Wan-AI release folder, a diffusers folder, or a DiT file (ComfyUI style) with ``vae=``,
         ``text_encoder=``, ``clip=`` (I2V/FLF2V) and optionally ``tokenizer=`` (else found beside the text encoder or
         the DiT). Checks that every part is there and fits the DiT -- one error naming what is missing and where it
@@ -338,7 +341,8 @@ class WanPipeline:
         there), "model" (the DiT's blocks visit the GPU one at a time), "all" or a set of those. ``keep_fp8``:
         float8-stored DiT weights stay float8 (cast per layer). ``num_heads`` / ``clip_head_width``: for files whose
         head count is not the released one (the DiT's heads are dim / 128 unless a config.json says otherwise; the
-        CLIP head width is 80 for ViT-H)."""
+        CLIP head width is 80 for ViT-H). ``sequence_parallel`` / ``fsdp`` (under torchrun, see docs/distributed.md):
+        split each video's tokens over the processes (Ulysses), shard the DiT ("dit") and umT5 ("text") with FSDP2."""
         device = runtime.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = runtime.dtype(dtype) or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         if dtype not in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
@@ -372,7 +376,8 @@ class WanPipeline:
         names = where.name.lower() + (" " + where.parent.name.lower() if where.is_file() else "")
         default_size = "480p" if kind == "i2v" and "480" in names else "720p"  # the 480P release, by its name
         pipe = cls(files, cfg, dtype=dtype, device=device, offload=offload, keep_fp8=keep_fp8,
-                   default_size=default_size, num_heads=num_heads, clip_head_width=clip_head_width, log=log)
+                   default_size=default_size, num_heads=num_heads, clip_head_width=clip_head_width,
+                   sequence_parallel=sequence_parallel, fsdp=fsdp, log=log)
         log(f"Wan {kind} ({files.layout}: {files.dit}); {dtype}, {device}; default size {default_size}"
             + (f", offload {', '.join(sorted(offload))}" if offload else "")
             + (f"; tokenizer {files.tokenizer_from}" if files.layout == "single-file" else ""))
@@ -395,8 +400,14 @@ class WanPipeline:
         if self.tokenizer is None:
             self.tokenizer = Tokenizer.from_file(self.files.tokenizer)
         if self.text_encoder is None:
+            sharded = "text" in self.fsdp
             self.text_encoder = self._load(f"the text encoder {self.files.text_encoder}", lambda: (
-                T5Encoder.from_pretrained(self.files.text_encoder, dtype=self.dtype, device=self._text_device())))
+                T5Encoder.from_pretrained(self.files.text_encoder, dtype=self.dtype,
+                                          device="cpu" if sharded else self._text_device())))
+            if sharded:  # each process keeps its share of the (memory-mapped) weights on its device
+                from ..nn import parallel
+
+                parallel.shard(self.text_encoder, self._text_device())
         return self.text_encoder
 
     def load_clip(self):
@@ -422,7 +433,13 @@ class WanPipeline:
             on_gpu = "model" not in self.offload
             self.dit = self._load(f"the DiT {self.files.dit}", lambda: WanDiT.from_pretrained(
                 self.files.dit, dtype=self.dtype, device=self.device if on_gpu else "cpu", keep_fp8=self.keep_fp8,
-                num_heads=self.num_heads))
+                num_heads=self.num_heads, fsdp="dit" in self.fsdp))
+            if self.sequence_parallel > 1:
+                from ..nn import parallel
+
+                parallel.check_options(parallel.world_size(), sequence_parallel=self.sequence_parallel,
+                                       heads=self.dit.config.num_heads)
+                parallel.use_sequence_parallel(self.dit)
             if not on_gpu:
                 self._offload = BlockOffload(self.dit, self.device)
         return self.dit
@@ -610,6 +627,10 @@ class WanPipeline:
         self.check_last_frame(last_frame is not None)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            if self.sequence_parallel > 1 or self.fsdp:  # every process must draw the same noise
+                from ..nn import parallel
+
+                seed = parallel.broadcast(seed)
             self.log(f"seed {seed}")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -621,7 +642,7 @@ class WanPipeline:
         latents = self.sample(cond, context, context_null, steps=s["steps"], shift=s["shift"], guidance=s["guidance"],
                               sampler=s["sampler"], seed=seed, progress=progress)
         t2 = time.perf_counter()
-        if save_latents_to is not None:
+        if save_latents_to is not None and _main_process():
             latents_file.save_latents(save_latents_to, latents, "wan", checkpoint=self.files.dit, seed=seed,
                                       frames=s["frames"], steps=s["steps"], fps=s["fps"], vae=self.preset.vae,
                                       model_type=self.model_type)
@@ -635,6 +656,13 @@ class WanPipeline:
                  f"({s['steps']} steps, {s['sampler']}, shift {s['shift']:g}, guidance {s['guidance']:g}), "
                  f"decoding {t3 - t2:.1f} s; {runtime.peak_memory(self.device)}")
         return out
+
+
+def _main_process() -> bool:
+    """Rank 0 of a torchrun launch, or the only process: the one that writes files."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def _offload_set(offload) -> set:
