@@ -7,9 +7,10 @@ Every command and pipeline uses these, so the rules are the same everywhere:
 - :func:`device` checks that a device exists before any work starts (``--device cuda`` on a CPU build, or
   ``--device banana``, is a one-line :class:`~i2v.errors.ConfigError`).
 - :func:`set_threads` sets the CPU threads of torch AND OpenCV together. The default (:func:`default_threads`)
-  is the number of cores this process may use, capped at 8; OpenCV's own pool is limited to the same number so
-  the two never both spin up one thread per core (on a busy 2-core machine torch's default made the built-in
-  model 3-9x slower than one thread; ``benchmarks/builtin.py`` measures the default against the best setting).
+  is the number of cores this process may use that are not already busy (cores minus the load average), capped at
+  8; OpenCV's own pool is limited to the same number so the two never both spin up one thread per core (on a busy
+  2-core machine torch's default made the built-in model 3-9x slower than one thread; ``benchmarks/builtin.py``
+  measures the default against the best setting).
 - :func:`peak_memory` is the line every long command prints at the end.
 """
 
@@ -72,9 +73,18 @@ def available_cores() -> int:
 
 
 def default_threads() -> int:
-    """The default CPU thread count: the cores available to this process, at most :data:`MAX_DEFAULT_THREADS`
-    (more rarely helps the small convolutions and attention here, and costs spin-waiting)."""
-    return max(1, min(available_cores(), MAX_DEFAULT_THREADS))
+    """The default CPU thread count: the cores available to this process that other work is not already using
+    (cores minus the 1-minute load average, rounded), at least 1 and at most :data:`MAX_DEFAULT_THREADS`.
+
+    On an idle 2-core machine that is 2 threads (0.73x the time of 1 thread for the built-in model); on a busy one
+    it falls to 1, because torch's threads then mostly wait for each other on oversubscribed cores (2 threads were
+    5-6x slower than 1 with another job on both cores). ``--threads N`` overrides it."""
+    cores = available_cores()
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        busy = 0.0
+    return max(1, min(cores - int(round(busy)), cores, MAX_DEFAULT_THREADS))
 
 
 def set_threads(n: int | None = None) -> int:
@@ -98,8 +108,8 @@ def set_threads(n: int | None = None) -> int:
 def add_threads_argument(parser) -> None:
     """``--threads N`` for a command that computes (argparse; no torch import)."""
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help=f"CPU threads for torch and OpenCV (default: the cores available, at most "
-                             f"{MAX_DEFAULT_THREADS}; 1 is often best on a busy machine)")
+                        help=f"CPU threads for torch and OpenCV (default: the cores not already busy -- cores minus "
+                             f"the load average -- at least 1, at most {MAX_DEFAULT_THREADS})")
 
 
 def peak_memory(device="cpu") -> str:
