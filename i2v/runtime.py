@@ -49,8 +49,7 @@ def device(name="cpu"):
     try:
         d = torch.device(name)
     except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"--device {name!r} is not a torch device ({str(e).splitlines()[0]}); use cpu, cuda, cuda:1, "
-                          "mps ...") from None
+        raise ConfigError(f"--device {name} is not a device: use cpu, cuda, cuda:1 or mps") from None
     if d.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name} asked for, but this PyTorch sees no CUDA GPU; use --device cpu")
