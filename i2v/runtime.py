@@ -48,7 +48,7 @@ def device(name="cpu"):
 
     try:
         d = torch.device(name)
-    except (RuntimeError, TypeError) as e:
+    except (RuntimeError, TypeError):
         raise ConfigError(f"--device {name} is not a device: use cpu, cuda, cuda:1 or mps") from None
     if d.type == "cuda":
         if not torch.cuda.is_available():
