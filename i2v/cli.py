@@ -7,28 +7,33 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from . import __version__
-from .commands import (animate, camera, cinemagraph, decode, depth, encode, eval, flow, inspect, interpolate, samplers,
-                       train)
 from .errors import I2VError
 
-# name -> module with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table: no reflection.
+# name -> the module in i2v/commands with HELP, EXAMPLES, add_arguments(parser), run(args). An explicit table;
+# `i2v <command> ...` imports only that command's module, `i2v --help` all of them.
 COMMANDS = {
-    "animate": animate,
-    "decode": decode,
-    "encode": encode,
-    "train": train,
-    "eval": eval,
-    "samplers": samplers,
-    "inspect": inspect,
-    "flow": flow,
-    "depth": depth,
-    "camera": camera,
-    "cinemagraph": cinemagraph,
-    "interpolate": interpolate,
+    "animate": "animate",
+    "decode": "decode",
+    "encode": "encode",
+    "train": "train",
+    "eval": "eval",
+    "samplers": "samplers",
+    "inspect": "inspect",
+    "flow": "flow",
+    "depth": "depth",
+    "camera": "camera",
+    "cinemagraph": "cinemagraph",
+    "interpolate": "interpolate",
 }
+
+
+def command(name: str):
+    """The module of subcommand ``name`` (a key of :data:`COMMANDS`)."""
+    return importlib.import_module(f".commands.{COMMANDS[name]}", __package__)
 
 EPILOG = """examples:
   i2v samplers                      list samplers and schedules
@@ -36,13 +41,15 @@ EPILOG = """examples:
   i2v <command> --help              examples for one command"""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `i2v` parser with every subcommand, or with ``only`` that one (the rest are not even imported)."""
     parser = argparse.ArgumentParser(
         prog="i2v", description="i2v: image-to-video from primitives in PyTorch.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"i2v {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for name in COMMANDS if only is None else [only]:
+        module = command(name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP, epilog=module.EXAMPLES,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(p)
@@ -67,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import warnings
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=first if first in COMMANDS and argv and argv[0] == first else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -79,6 +78,8 @@ def _publish_folder(tmp: Path, path: Path, overwrite: bool) -> None:
     if path.exists():
         if not overwrite:
             raise OutputExistsError(f"{path} was created by someone else while this ran; nothing was replaced")
+        import tempfile
+
         old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
         os.replace(path, old / path.name)  # move the old output aside, then the new one in, then drop the old
         os.replace(tmp, path)
@@ -93,6 +94,8 @@ def _publish_folder(tmp: Path, path: Path, overwrite: bool) -> None:
 @contextmanager
 def atomic(path, overwrite: bool = False, folder: bool = False):
     """Yield a temporary path beside ``path``; publish it as ``path`` when the block succeeds, remove it when it fails."""
+    import tempfile
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if folder:

@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .errors import InputError
 from .image import IMAGE_SUFFIXES, _is_tensor, load_image  # noqa: F401  (load_image: part of this module's API)
@@ -158,6 +157,8 @@ def save(frames, path, fps: float = 8.0, overwrite: bool = False, crf: int = 18,
         raise InputError(f"fps must be a number > 0, got {fps}")
     check_writable(path, overwrite)
     suffix = path.suffix.lower()
+    from PIL import Image
+
     with atomic(path, overwrite, folder=suffix == "") as tmp:
         if suffix == "":
             for i, f in enumerate(frames):
@@ -187,6 +188,8 @@ def load(path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
             raise InputError(f"{path}: frames have different sizes {sorted(sizes)}; all frames must be the same size")
         return np.stack(frames), 0.0
     if path.suffix.lower() == ".gif":
+        from PIL import Image
+
         with Image.open(path) as im:
             frames, durations = [], []
             try:

@@ -38,7 +38,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from ..errors import ConfigError
@@ -113,6 +112,8 @@ def _grid(n: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
 def _noise_texture(rng: np.random.Generator, size: int, scale: int = 1) -> np.ndarray:
     """Procedural texture: smoothed colour noise at a few octaves, or stripes / checkers. ``size`` is in pixels
     of the rendering; ``scale`` says how many of them make one unit of the pattern's geometry."""
+    import cv2
+
     kind = rng.integers(3)
     yy, xx = _grid(size, scale)
     if kind == 0:  # multi-octave smoothed colour noise
@@ -138,6 +139,8 @@ def _noise_texture(rng: np.random.Generator, size: int, scale: int = 1) -> np.nd
 
 def _background(rng: np.random.Generator, size: int, scale: int = 1) -> np.ndarray:
     """A (size, size, 3) canvas: a random crop of a bundled image (70%) or a procedural texture."""
+    import cv2
+
     if rng.random() < 0.3:
         return _noise_texture(rng, size, scale)
     img = _texture_image(TEXTURES[rng.integers(len(TEXTURES))])
@@ -232,6 +235,8 @@ def make_clip(seed: int, motion: str | None = None, speed: float | None = None, 
     edges are drawn at the finer resolution. The procedural textures and sprite edges then carry real detail
     at every scale; the bundled photographs (at most about 500 px) are enlarged bicubically where their crop
     has fewer pixels than the canvas."""
+    import cv2
+
     if frames < 2 or size < 16:
         raise ConfigError(f"need frames >= 2 and size >= 16, got frames={frames}, size={size}")
     if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
