@@ -375,11 +375,13 @@ class DPTHead(nn.Module):
         del l2
         path = s.refinenet1(path, l1)  # (b, F, 8 gh, 8 gw)
         del l1
-        out = s.output_conv1(path)  # (b, F/2, 8 gh, 8 gw)
+        # channels-last before the upsampling (the copy is cheap at 8 gh x 8 gw): the full-resolution map comes out
+        # channels-last, the layout in which the CPU's convolutions at H x W run about 1.5x faster
+        out = s.output_conv1(path).contiguous(memory_format=torch.channels_last)  # (b, F/2, 8 gh, 8 gw)
         del path
         p = self.cfg.patch_size
         out = F.interpolate(out, (gh * p, gw * p), mode="bilinear", align_corners=True)  # (b, F/2, H, W)
-        return s.output_conv2(out)  # (b, 1, H, W)
+        return s.output_conv2(out).contiguous()  # (b, 1, H, W)
 
 
 class DepthAnythingV2(nn.Module):
