@@ -61,7 +61,7 @@ def test_bad_arguments_fail_before_any_work():
         pipe(img, frames=2, steps=2, sampler="nope")
     with pytest.raises(InputError, match="at least 64 px"):
         pipe(torch.zeros(1, 3, 32, 128), frames=2, steps=2)
-    with pytest.raises(ConfigError, match="not a torch device"):
+    with pytest.raises(ConfigError, match="is not a device: use cpu"):
         SVDPipeline.from_pretrained("svd.safetensors", device="gpu0", **QUIET)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
