@@ -207,6 +207,7 @@ def test_devices_are_checked_first(tmp_path, photo, clip, capsys, command, devic
     (["interpolate", "CLIP", "--fps", "4", "--input-fps", "8", "-o", "OUT"], ("--fps 4", "not above")),
     (["interpolate", "CLIP", "--fps", "0", "-o", "OUT"], ("--fps", "> 0")),
     (["interpolate", "CLIP", "--factor", "100000", "-o", "OUT"], ("--factor",)),
+    (["animate", "PHOTO", "--sampler", "flow_unipc", "-o", "OUT"], ("flow_unipc", "flow-matching", "euler")),
     (["eval", "--threads", "0"], ("--threads",)),
     (["eval", "--merge", "MISSING"], ("--merge", "no such file")),
     (["eval", "--merge", "NOTJSON"], ("--merge", "not a report")),

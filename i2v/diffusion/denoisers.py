@@ -22,6 +22,7 @@ Where the mask is 1 the estimate is the proposed frame exactly, with nothing of 
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -91,6 +92,22 @@ PARAMETERIZATIONS = {
     "edm": edm_scalings,
     "flow": flow_scalings,
 }
+
+
+def initial_noise(noise: torch.Tensor, sigma_max: float, prediction: str, data_variance: float = 0.0):
+    """The sampler's starting point at the top noise level ``sigma_max`` from a standard normal draw ``noise``.
+
+    Flow form (x = (1 - sigma) x0 + sigma eps, sigma_max = 1 or just below): the noise itself. VE form
+    (x = x0 + sigma eps): x has variance sigma_max^2 + Var(x0); ``data_variance`` is the Var(x0) the model's
+    convention assumes -- 0 ignores it (EDM, the built-in model: noise * sigma_max), 1 for unit-variance latents
+    (generative-models / SVD: noise * sqrt(1 + sigma_max^2))."""
+    if prediction not in PARAMETERIZATIONS:
+        raise ConfigError(f"unknown parameterisation {prediction!r}; choose one of: {', '.join(PARAMETERIZATIONS)}")
+    if prediction == "flow":
+        return noise
+    if data_variance == 0:
+        return noise * float(sigma_max)
+    return noise * math.sqrt(float(data_variance) + float(sigma_max) ** 2)
 
 
 class Denoiser(nn.Module):

@@ -40,6 +40,7 @@ What happens (nothing hidden):
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -49,11 +50,11 @@ import torch.nn.functional as F
 
 from ..checkpoints import open_state_dict
 from ..data.procedural import MOTIONS, motion_index
-from ..diffusion.denoisers import Denoiser
+from ..diffusion.catalog import check_sampler
+from ..diffusion.denoisers import Denoiser, Proposal, initial_noise
 from ..diffusion.guidance import CFGDenoiser
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
-from ..diffusion.denoisers import Proposal
 from ..errors import CheckpointError, ConfigError
 from ..image import GridFit, fit_grid, to_tensor, to_uint8
 from ..models.builtin.heads import NULL_MOTION, WarpMotion
@@ -237,10 +238,9 @@ class BuiltinPipeline:
             raise ConfigError(f"--size must be a positive multiple of {self.multiple} for the {self.backbone} "
                               f"backbone (trained at {self.size}), got {size}")
         sampler = sampler or DEFAULT_SAMPLER[self.prediction]
-        if self.prediction == "flow" and sampler != "flow_euler":
-            raise ConfigError(f"flow-matching models sample with flow_euler, not {sampler!r}")
-        if self.prediction != "flow" and sampler == "flow_euler":
-            raise ConfigError("flow_euler is for flow-matching models; this one uses EDM (try dpmpp_2m, euler, heun)")
+        note = check_sampler(sampler, self.prediction)  # an error, or a note when it runs but only approximately
+        if note:
+            warnings.warn(note, stacklevel=2)
         sigmas = self.sigmas(steps, schedule, start_sigma, sigma_min)
 
         img = to_uint8(image)
@@ -288,7 +288,7 @@ class BuiltinPipeline:
             denoiser, cond = CFGDenoiser(denoiser, guidance), {"cond": cond, "uncond": uncond}
         g = torch.Generator().manual_seed(int(seed))
         eps = torch.randn((1, 3, frames, h, w), generator=g).to(device)  # (b, c, t, h, w)
-        x = eps * (1.0 if self.prediction == "flow" else float(sigmas[0]))
+        x = initial_noise(eps, sigmas[0], self.prediction)
         if start_sigma is not None:  # SDEdit: x = still video + sigma eps
             x = x + cond["first_frame"][:, :, None]  # (b, 3, h, w) -> (b, 3, 1, h, w), broadcast over frames
         cb = progress_callback(len(sigmas) - 1, f"animate ({self.backbone})") if progress else None

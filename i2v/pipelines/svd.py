@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import gc
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,8 @@ from torch import nn
 
 from .. import latents as latents_file
 from .. import runtime
-from ..diffusion.denoisers import Denoiser
+from ..diffusion.catalog import check_sampler
+from ..diffusion.denoisers import Denoiser, initial_noise
 from ..diffusion.guidance import CFGDenoiser, frame_ramp
 from ..diffusion.samplers import get_sampler, progress_callback
 from ..diffusion.schedules import get_schedule
@@ -251,7 +251,7 @@ class SVDPipeline:
             noise = torch.randn((T, 4, h, w), generator=generator, dtype=torch.float32)
         # The sampler state (T x 4 x h x w, small) stays in float64 whatever the model dtype: at sigma = 700 the
         # Euler update x + (sigma' - sigma) (x - D) / sigma cancels large numbers. The U-Net runs in self.dtype.
-        x = noise.to(self.device, torch.float64) * math.sqrt(1.0 + float(sigmas[0]) ** 2)  # x_0 ~ N(0, 1 + sigma_0^2)
+        x = initial_noise(noise.to(self.device, torch.float64), sigmas[0], "edm_v", data_variance=1.0)  # N(0, 1 + s0^2)
         d = self.denoiser()
         if min_cfg == max_cfg == 1.0:
             guided = lambda x, s, c: d(x, s, c["cond"])  # noqa: E731 -- w = 1 everywhere: the conditional model alone
@@ -307,7 +307,7 @@ class SVDPipeline:
         min_cfg, max_cfg = p.min_cfg if min_cfg is None else min_cfg, p.max_cfg if max_cfg is None else max_cfg
         check_count("frames", frames)
         check_count("steps", steps)
-        get_sampler(sampler), get_schedule(schedule)  # fail before any work
+        check_sampler(sampler, "edm_v"), get_schedule(schedule)  # fail before any work
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         if seed is None:

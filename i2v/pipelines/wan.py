@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from .. import latents as latents_file
 from .. import runtime
 from ..diffusion import CFGDenoiser, Denoiser, ImposeKnown, flow_timestep, get_sampler, get_schedule
+from ..diffusion.catalog import check_sampler
+from ..diffusion.denoisers import initial_noise
 from ..diffusion.samplers import progress_callback
 from ..errors import CheckpointError, ConfigError, InputError
 from ..image import resize_cover_uint8, to_tensor, to_uint8
@@ -565,7 +567,8 @@ class WanPipeline:
 
         fn = get_sampler(sampler)
         sigmas = get_schedule("wan")(steps, shift=shift, **SCHEDULE_KWARGS.get(sampler, {}))
-        x = (self.initial_noise(cond["latent"], seed) if noise is None else noise).to(self.device)
+        noise = self.initial_noise(cond["latent"], seed) if noise is None else noise
+        x = initial_noise(noise.to(self.device), sigmas[0], "flow")
         branch = {}
         if "y" in cond:
             branch = {"y": cond["y"], "clip": cond["clip"]}
@@ -610,7 +613,9 @@ class WanPipeline:
         runtime.check_count("steps", out["steps"])
         runtime.check_number("--shift", out["shift"], low=0, low_open=True)
         runtime.check_number("--guidance", out["guidance"], low=0)
-        get_sampler(out["sampler"])
+        note = check_sampler(out["sampler"], "flow")
+        if note:
+            warnings.warn(note, stacklevel=2)
         max_area(out["size"], self.model_type)
         return out
 
