@@ -2,7 +2,7 @@
 
 ``load(cfg, path, overrides)`` fills a dataclass instance (nested dataclasses are TOML tables) from a TOML file
 and ``section.key=value`` overrides (TOML syntax: ``1e-4``, ``true``, ``[96, 128]``, ``"unet"``; a bare word is a
-string). Unknown keys and wrong types are :class:`~i2v.errors.ConfigError`\ s naming the key and the valid ones.
+string). Unknown keys and wrong types are a :class:`~i2v.errors.ConfigError` naming the key and the valid ones.
 Any preset can use it: the built-in model's training config (:class:`i2v.train.TrainConfig`) is the first.
 """
 

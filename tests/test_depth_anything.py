@@ -22,7 +22,8 @@ import torch
 from conftest import ROOT, case_dirs, shared_path
 from i2v.errors import CheckpointError, ConfigError, InputError
 from i2v.models.depth_anything.model import (Config, DepthAnythingV2, estimate_depth, feature_layers, preprocess,
-                                             resize_size, to_camera_depth)
+                                             resize_size)
+from i2v.motion.depth import to_camera_depth
 
 
 def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 DEPTH_KINDS = ("depth", "disparity")
 
@@ -157,11 +157,41 @@ def estimate_depth(image, checkpoint=None, input_size: int = 518, device="cpu", 
     return infer(model if model is not None else load_depth_model(checkpoint, device), to_uint8(image), input_size)
 
 
+def to_camera_depth(inverse_depth: np.ndarray, depth_range: float = 10.0):
+    """Depth Anything's relative inverse depth d -> the depth :mod:`i2v.motion.camera` moves through: a
+    :class:`DepthMap` of z along the optical axis, > 0 everywhere, median 1.
+
+    d is disparity up to an unknown scale a and shift b (d ~ a / z + b), and the ReLU puts the farthest regions
+    (sky) at d = 0. Taking 1 / d (what ``render_camera_move(depth_kind="disparity")`` would do) treats b as 0 and
+    sends d = 0 to infinity; instead the shift is fixed by a stated range::
+
+        z = 1 / (d / max(d) + 1 / (R - 1)),   R = ``depth_range``
+
+    so the nearest pixel is at (R - 1) / R, a pixel at d = 0 at R - 1: the farthest point is R times as far as the
+    nearest, and depth ordering is d's. Then z / median(z). R = 10 (default) suits rooms and streets; raise it for
+    landscapes (stronger parallax between near and far), lower it for close-ups. For a metric model (``max_depth``
+    set) the output already is depth: pass it as ``depth=..., depth_kind="depth"`` instead."""
+    if not depth_range > 1:
+        raise ConfigError(f"depth_range must be > 1 (farthest / nearest depth), got {depth_range}")
+    d = np.asarray(inverse_depth, np.float32)
+    if d.ndim != 2:
+        raise InputError(f"expected an (h, w) inverse-depth map, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise InputError("the inverse-depth map has NaN or inf values (a float16 overflow?); run the model in float32")
+    d = np.maximum(d, 0)
+    top = float(d.max())
+    if top <= 0:
+        raise InputError("the inverse-depth map is 0 everywhere: nothing to take depth from")
+    z = 1.0 / (d / top + 1.0 / (depth_range - 1.0))
+    z = (z / np.median(z)).astype(np.float32)
+    note = (f"depth from Depth Anything V2's relative inverse depth d: z = 1 / (d / max d + 1 / {depth_range - 1:g}) "
+            f"(farthest / nearest = {depth_range:g}), median 1")
+    return DepthMap(z, np.ones(d.shape, bool), note)
+
+
 def depth_from_model(image, checkpoint, input_size: int = 518, device="cpu", depth_range: float = 10.0) -> DepthMap:
     """The DepthMap a camera move needs, from Depth Anything V2 on ``image``: its inverse depth turned into depth by
-    :func:`i2v.models.depth_anything.model.to_camera_depth` (the stated shift: farthest / nearest = ``depth_range``)."""
-    from ..models.depth_anything.model import to_camera_depth
-
+    :func:`to_camera_depth` (the stated shift: farthest / nearest = ``depth_range``)."""
     return to_camera_depth(estimate_depth(image, checkpoint, input_size, device), depth_range)
 
 
