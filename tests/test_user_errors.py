@@ -136,7 +136,10 @@ def test_the_second_of_two_runs_writing_one_new_output_refuses(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_while_writing_leaves_no_temporary(tmp_path, sig, code):
     """The writer is stopped while frames are being written; the hidden temporary folder must go."""
-    script = (f"import sys, time; sys.argv = ['i2v']; from i2v import video; import numpy as np; "
+    # a background job (e.g. a CI runner started with `&`) inherits SIGINT ignored and Python keeps it so; a user
+    # at a terminal has the default handler, which the child restores first
+    script = (f"import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              f"import sys, time; sys.argv = ['i2v']; from i2v import video; import numpy as np; "
               f"from PIL import Image; save = Image.Image.save\n"
               f"def slow(self, *a, **k):\n    save(self, *a, **k); print('writing', flush=True); time.sleep(0.3)\n"
               f"Image.Image.save = slow\n"
