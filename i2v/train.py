@@ -18,6 +18,13 @@ video (:func:`temporal_loss`); only the mask's parameters learn (``train.calibra
 :data:`MASK_LAYERS`). This corrects the mask for *exposure bias*: it was fitted on noised true clips, but
 sampling shows the network its own estimates.
 
+With ``train.stage = "camera"`` (backbones with a warp head, started from trained weights) no clip is rendered:
+each step draws conditioning only (label, speed, noise level; :func:`i2v.calibrate.draw_camera_batch`) and the
+warp head's affine maps are regressed onto the true camera move of those classes (:func:`i2v.calibrate.camera_loss`);
+only the head's per-frame layers learn (:data:`i2v.calibrate.CAMERA_LAYERS`), its gain and mask logit held to
+those of ``train.init``, and the exported weights are the trained ones themselves (no EMA: the fit is a plain
+regression).
+
 Everything random is a function of (seed, step), so a resumed run continues exactly where it stopped.
 Checkpoints are safetensors: ``<out_dir>/checkpoint.safetensors`` (model, EMA, optimiser, step; for resume)
 and ``<out_dir>/model.safetensors`` (the EMA weights in fp16 with the config in the metadata; what
@@ -44,7 +51,7 @@ from safetensors.torch import save_file
 from . import configs
 from .checkpoints import load_into, open_state_dict
 from .outputs import atomic
-from .calibrate import calibration_loss, calibration_parameters
+from .calibrate import CAMERA_LAYERS, calibration_loss, calibration_parameters, camera_loss, draw_camera_batch
 from .data.procedural import MOTIONS, make_batch
 from .diffusion.denoisers import EDM_SIGMA_MAX, Denoiser
 from .errors import CheckpointError, ConfigError
@@ -54,7 +61,7 @@ from .models.builtin.unet3d import UNet3D, UNet3DConfig
 
 BACKBONES = {"unet": (UNet3D, UNet3DConfig), "dit": (DiT, DiTConfig)}
 PREDICTIONS = ("edm", "flow")
-STAGES = ("denoise", "calibrate")
+STAGES = ("denoise", "calibrate", "camera")
 
 
 @dataclass
@@ -84,7 +91,8 @@ class LoopConfig:
     p_uncond: float = 0.1  # label dropout, enables classifier-free guidance
     warp_loss: float = 1.0  # weight of the warp head's auxiliary loss (warp_head = true; stage "denoise")
     stage: str = "denoise"  # "denoise": the diffusion loss on noised true clips; "calibrate": only the warp
-    #   mask's parameters, on the sampler's own trajectories (calibration_loss; needs warp_mask = true)
+    #   mask's parameters, on the sampler's own trajectories (calibration_loss; needs warp_mask = true);
+    #   "camera": only the warp head's per-frame layers, against the true camera move (camera_loss)
     calibrate_steps: int = 20  # stage "calibrate": sampling steps per trajectory (the pipeline's default)
     calibrate_layers: tuple[str, ...] = ("mask_out", "warp.mask", "warp.inside")  # stage "calibrate": the
     #   parameters that learn (names or module prefixes, e.g. "conv_out"); everything else is frozen
@@ -146,6 +154,12 @@ def validate(cfg: TrainConfig) -> None:
             raise ConfigError(f"train.temporal_loss is a loss weight, >= 0; got {cfg.train.temporal_loss}")
         if cfg.train.calibrate_steps < 2:
             raise ConfigError(f"train.calibrate_steps must be >= 2, got {cfg.train.calibrate_steps}")
+    if cfg.train.stage == "camera":
+        if not getattr(cfg.backbone_config(), "warp_head", False):
+            raise ConfigError(f"train.stage = 'camera' fits the warp head's move; set {cfg.backbone}.warp_head = true")
+        if not cfg.train.init:
+            raise ConfigError("train.stage = 'camera' refines trained weights: set train.init to a model.safetensors "
+                              "(e.g. weights/builtin_unet.safetensors)")
     if cfg.data.frames < 2:
         raise ConfigError(f"data.frames must be >= 2, got {cfg.data.frames}")
 
@@ -328,10 +342,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
     torch.manual_seed(tc.seed)  # deterministic initialisation
     model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    calibrate = tc.stage == "calibrate"
-    if calibrate:  # only the mask learns; the sampler's trajectories come from the frozen rest
+    calibrate, camera = tc.stage == "calibrate", tc.stage == "camera"
+    if camera and world > 1:
+        raise ConfigError("train.stage = 'camera' runs in one process (it takes minutes on a CPU); drop torchrun")
+    if calibrate or camera:  # calibrate: only the mask learns, the sampler's trajectories come from the frozen rest
         model.requires_grad_(False)
-        for p in calibration_parameters(model, tc.calibrate_layers):
+        for p in calibration_parameters(model, tc.calibrate_layers if calibrate else CAMERA_LAYERS):
             p.requires_grad_(True)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     if calibrate:
@@ -363,6 +379,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
                           "to start a new run, or set train.out_dir to the run's folder")
     elif tc.init:
         init_from(Path(tc.init), model, ema, log)
+    reference = None
+    if camera:  # what the head's gain and mask logit were before the stage (train.init, also after --resume)
+        reference = build_model(cfg).to(device).requires_grad_(False)
+        init_from(Path(tc.init), reference, reference, log=lambda *a, **k: None)
     if main:
         (out / "config.json").write_text(config_to_json(cfg))
 
@@ -374,6 +394,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
         log(f"stage calibrate: {sum(p.numel() for p in opt.param_groups[0]['params'])} parameters "
             f"({', '.join(tc.calibrate_layers)}) learn on "
             f"{tc.calibrate_steps}-step sampler trajectories down to sigma_min = {cfg.diffusion.sigma_min}")
+    if camera:
+        log(f"stage camera: {sum(p.numel() for p in opt.param_groups[0]['params'])} parameters "
+            f"({', '.join(CAMERA_LAYERS)}) learn the true camera move at noise levels {cfg.diffusion.sigma_min:g} .. "
+            f"{EDM_SIGMA_MAX:g}")
     start = time.time()
     history, times = [], []
     logfile = open(out / "log.txt", "a") if main else None
@@ -407,19 +431,25 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             if out_of_time:
                 log(f"stopping at step {step}: train.max_minutes = {tc.max_minutes} reached")
                 break
-            batch = draw_batch(cfg, step, rank, world)
-            x0, labels, speeds, sigma, eps = (v.to(device) for v in batch)
-
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, tc)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-                cond = make_cond(x0, labels, speeds)
-                if calibrate:
-                    loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on, tc.temporal_loss)
-                else:
-                    loss = diffusion_loss(denoiser, x0, cond, sigma, eps)
-                if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:
-                    loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
+            if camera:  # conditioning only: no clip is rendered
+                labels, speeds, sigma = (v.to(device) for v in draw_camera_batch(
+                    tc.batch_size, step, tc.seed, cfg.diffusion.sigma_min, EDM_SIGMA_MAX))
+                loss = camera_loss(model, labels, speeds, denoiser.scalings(sigma)[3], cfg.data.frames,
+                                   cfg.data.size, reference)
+            else:
+                batch = draw_batch(cfg, step, rank, world)
+                x0, labels, speeds, sigma, eps = (v.to(device) for v in batch)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+                    cond = make_cond(x0, labels, speeds)
+                    if calibrate:
+                        loss = calibration_loss(denoiser, x0, cond, calib_sigmas, eps, tc.calibrate_on,
+                                                tc.temporal_loss)
+                    else:
+                        loss = diffusion_loss(denoiser, x0, cond, sigma, eps)
+                    if not calibrate and getattr(model, "warp", None) is not None and tc.warp_loss:
+                        loss = loss.float() + tc.warp_loss * warp_loss(model, x0, cond, denoiser.scalings(sigma)[3])
             loss = loss.float()
             if not torch.isfinite(loss):
                 from .errors import NumericalError
@@ -428,7 +458,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, log=pri
             loss.backward()
             torch.nn.utils.clip_grad_norm_(opt.param_groups[0]["params"], tc.grad_clip)
             opt.step()
-            ema_update(ema, model, step, tc.ema_decay)
+            ema_update(ema, model, step, 0.0 if camera else tc.ema_decay)  # camera: a regression, no EMA
             step += 1
 
             value = parallel.mean_over_ranks(loss.item())  # the loss of the whole batch

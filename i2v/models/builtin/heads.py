@@ -164,10 +164,17 @@ class WarpHead(nn.Module):
 
     def motion(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """emb ((b t), d) -> (theta ((b t), 2, 3) affine maps, gain ((b t), 1)), in float32."""
+        theta, gain, _ = self.per_frame(emb)
+        return theta, gain
+
+    def per_frame(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Everything the head computes from the conditioning alone: emb ((b t), d) -> (theta ((b t), 2, 3),
+        gain ((b t), 1), the per-frame mask logit ((b t), 1) or None without a mask), in float32."""
         with torch.autocast(emb.device.type, enabled=False):  # bfloat16 would round shifts to ~0.1 px
             h = self._hidden(emb)
             identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], device=emb.device)
-            return identity + self.affine(h).view(-1, 2, 3), self.gain(h)
+            mask = self.mask(h) if hasattr(self, "mask") else None
+            return identity + self.affine(h).view(-1, 2, 3), self.gain(h), mask
 
     def warp_motion(self, theta: torch.Tensor, flow: torch.Tensor | None, h: int, w: int) -> WarpMotion:
         """theta ((b t), 2, 3) and the backbone's residual flow r ((b t), 2, h, w) or None -> the motion on an
