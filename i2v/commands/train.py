@@ -13,6 +13,10 @@ EXAMPLES = """examples:
   i2v train --config configs/builtin_unet.toml --set train.stage=calibrate --set train.temporal_loss=2 \\
       --set train.lr=6e-3 --set train.init=runs/builtin_unet/model.safetensors --set train.out_dir=runs/calibrate
                                  then fit only its warp mask, on the sampler's own trajectories
+  i2v train --config configs/builtin_unet.toml --set train.stage=camera --set train.batch_size=512 \\
+      --set train.lr=3e-4 --set train.steps=3500 --set train.init=runs/calibrate/model.safetensors \\
+      --set train.out_dir=runs/camera
+                                 then fit its warp head's camera move to the true one (no clip rendered)
   torchrun --nproc-per-node 4 -m i2v train --config configs/builtin_dit.toml --set train.batch_size=8
                                  data parallel: 4 processes (GPUs) of 2 clips each (docs/distributed.md)"""
 
