@@ -93,8 +93,6 @@ def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = 
     return loss
 
 
-
-
 # --- stage "camera": the warp head's affine map against the true camera move ---------------------------------
 
 def camera_theta(motion: str, speed: float, frames: int, size: int) -> torch.Tensor:
