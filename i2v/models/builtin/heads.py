@@ -127,10 +127,11 @@ class WarpHead(nn.Module):
     affine branch can express them from the label, speed and frame index alone (the hidden layer lets it form
     products such as speed x frame index, which a linear map of the summed embedding cannot); parallax and moving sprites
     need the residual flow; pixels that enter the frame (nothing to warp from) are left to the backbone's
-    ordinary output, which ``out_f`` is added to. Nothing here is given the true motion: A, g and r are learned.
-    A and g are zero-initialised, so at initialisation the head adds nothing (g = 0) and warps by the identity.
-    While g is near zero the diffusion loss hardly reaches A, so training adds an auxiliary loss on the affine
-    warp alone (:func:`i2v.train.warp_loss`: the moved first frame against the true frames).
+    ordinary output, which ``out_f`` is added to. At sampling nothing here is given the true motion: A, g and r
+    are learned. A and g are zero-initialised, so at initialisation the head adds nothing (g = 0) and warps by
+    the identity. While g is near zero the diffusion loss hardly reaches A, so training adds an auxiliary loss on
+    the affine warp alone (:func:`i2v.train.warp_loss`: the moved first frame against the true frames); the
+    stage "camera" (:mod:`i2v.calibrate`) then regresses A onto the training data's known camera maps.
     Grid coordinates are normalised to [-1, 1] (``align_corners=False``); the border pixel repeats outside.
 
     With ``warp_mask`` (``mask=True`` here) the backbone also predicts a mask m = sigmoid(l_pixel + M h_f),
