@@ -98,18 +98,17 @@ def calibration_loss(denoiser: Denoiser, x0, cond: dict, sigmas, eps, on: str = 
 def camera_theta(motion: str, speed: float, frames: int, size: int) -> torch.Tensor:
     """The true camera move of class ``motion`` as the warp head writes it: (frames, 2, 3) maps theta_k such that
     the point x of frame k (normalised, ``align_corners=False``: -1 and 1 are the outer pixel edges) shows frame
-    0 at theta_k [x; 1]. In pixels the background's backward map is B_k = C_0 C_k^-1 (C_k:
-    :func:`~i2v.data.procedural.camera_transform`, frame-0 pixels -> frame-k pixels); in normalised coordinates
+    0 at theta_k [x; 1]. In pixels the background's backward map is B_k = C_0 C_k^-1
+    (:func:`~i2v.data.procedural.camera_backward`; C_k maps frame-0 pixels to frame-k pixels); in normalised coordinates
     theta_k = N B_k N^-1 with N: p -> (2 p + 1) / size - 1. The identity for static, slide and bounce (the camera
     is still there)."""
     import numpy as np
 
-    from .data.procedural import _compose, _invert, camera_transform
+    from .data.procedural import camera_backward
 
-    n = np.array([[2 / size, 0, 1 / size - 1], [0, 2 / size, 1 / size - 1], [0, 0, 1]])
-    first = camera_transform(motion, speed, 0, size)
-    out = [n @ np.vstack([_compose(first, _invert(camera_transform(motion, speed, k, size))), [0, 0, 1]])
-           @ np.linalg.inv(n) for k in range(frames)]
+    n = np.array([[2 / size, 0, 1 / size - 1], [0, 2 / size, 1 / size - 1], [0, 0, 1]])  # pixels -> normalised
+    out = [n @ np.vstack([camera_backward(motion, speed, k, size), [0, 0, 1]]) @ np.linalg.inv(n)
+           for k in range(frames)]
     return torch.from_numpy(np.stack(out)[:, :2]).float()
 
 

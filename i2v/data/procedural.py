@@ -223,6 +223,12 @@ def camera_transform(motion: str, speed: float, k: int, size: int) -> np.ndarray
     return _affine(1, 0, c, (0, 0))
 
 
+def camera_backward(motion: str, speed: float, k: int, size: int) -> np.ndarray:
+    """2x3 map from frame-k pixels to the frame-0 pixels the camera brought there: C_0 C_k^-1 with C_k =
+    :func:`camera_transform` (the background's backward map, the one its exact flow to frame 0 follows)."""
+    return _compose(camera_transform(motion, speed, 0, size), _invert(camera_transform(motion, speed, k, size)))
+
+
 def make_clip(seed: int, motion: str | None = None, speed: float | None = None, frames: int = 16,
               size: int = 64, sprites: int | None = None, with_flow: bool = True, scale: int = 1) -> Clip:
     """Render one clip from ``seed``. ``motion``/``speed``/``sprites`` default to random draws from the seed
